@@ -1,0 +1,208 @@
+//! The configuration model. Field doc comments are the user documentation of each key.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use switchyard_sanitizers::SanitizerConfig;
+use switchyard_sinks::settings::SinkSettings;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    /// `[sources.<name>]`; with none, ingest is open (a warning is logged) and events get source `default`.
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// `[[sanitizers]]`: the global chain, applied in order to every event before it is logged.
+    pub sanitizers: Vec<SanitizerConfig>,
+    /// `[sinks.<name>]`.
+    pub sinks: BTreeMap<String, SinkSettings>,
+    pub delivery: DeliveryConfig,
+    pub rollout: RolloutGlobalConfig,
+    pub consent: ConsentSettings,
+    pub admin: AdminConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the ingest server listens on.
+    pub listen: String,
+    /// Largest request body accepted (compressed size, as sent); larger gets 413.
+    pub max_body_bytes: usize,
+    /// Largest single event; a larger one is rejected alone, the rest of its batch is accepted.
+    pub max_event_bytes: usize,
+    /// Largest body after decompression (guards against gzip bombs); larger gets 413.
+    pub max_decompressed_bytes: usize,
+    /// Where the ingest log, cursors, dead letters and runtime state live.
+    pub data_dir: PathBuf,
+    /// Peers (IPs or CIDR ranges) whose X-Forwarded-For header is trusted for the client IP.
+    pub trusted_proxies: Vec<String>,
+    /// Longest a graceful shutdown waits for sinks to flush.
+    pub shutdown_timeout_secs: u64,
+    /// Log format: `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 524_288,
+            max_event_bytes: 32_768,
+            max_decompressed_bytes: 4 * 1024 * 1024,
+            data_dir: PathBuf::from("./switchyard-data"),
+            trusted_proxies: Vec::new(),
+            shutdown_timeout_secs: 30,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[sources.<name>]`: who may send events, and under which source name they are stored.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Write keys of this source: the HTTP Basic username, or `writeKey` in the body.
+    pub write_keys: Vec<String>,
+}
+
+/// Whether accepted events survive a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Appended to the on-disk ingest log before the 2xx.
+    #[default]
+    Disk,
+    /// Kept in memory only: fastest, lost on a crash.
+    Memory,
+}
+
+/// `[delivery]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// `disk` or `memory`.
+    pub durability: Durability,
+    /// How often the log is flushed to stable storage; 0 = on every write. Power loss can lose
+    /// up to this much; a killed process loses nothing.
+    pub fsync_interval_ms: u64,
+    /// Most bytes the ingest log may use; when full, ingest answers 503 until sinks catch up.
+    pub max_disk_bytes: u64,
+    /// Size at which a log segment is closed and a new one started.
+    pub segment_bytes: u64,
+    /// How long delivered log segments are kept for replay.
+    pub retention_hours: u64,
+    /// Window in which a re-sent messageId is accepted but not routed again.
+    pub dedupe_window_secs: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            durability: Durability::Disk,
+            fsync_interval_ms: 1000,
+            max_disk_bytes: 10 * 1024 * 1024 * 1024,
+            segment_bytes: 64 * 1024 * 1024,
+            retention_hours: 168,
+            dedupe_window_secs: 600,
+        }
+    }
+}
+
+/// `[rollout]`: settings shared by every sink's rollout dial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutGlobalConfig {
+    /// Seed of the bucket hash. The same on every instance so they agree; changing it reshuffles users.
+    pub seed: String,
+}
+
+impl Default for RolloutGlobalConfig {
+    fn default() -> Self {
+        RolloutGlobalConfig { seed: "switchyard".into() }
+    }
+}
+
+/// `[consent]`: opt-out headers and the default for events without consent preferences.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsentSettings {
+    /// Request headers that, set to `1`, drop the request's events before any sink.
+    pub opt_out_headers: Vec<String>,
+    /// Whether a sink with `consent = "<category>"` receives events that carry no preferences.
+    pub default_granted: bool,
+    /// Drop every event (analytics switched off entirely).
+    pub disabled: bool,
+}
+
+impl Default for ConsentSettings {
+    fn default() -> Self {
+        ConsentSettings {
+            opt_out_headers: vec!["X-Analytics-Opt-Out".into(), "DNT".into(), "Sec-GPC".into()],
+            default_granted: false,
+            disabled: false,
+        }
+    }
+}
+
+/// `[admin]`: the admin API (disabled without a token).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token for the admin API; at least 16 characters. Use `${SWITCHYARD_ADMIN_TOKEN}`.
+    pub token: Option<String>,
+    /// Separate address for the admin API; by default it is served on `server.listen`.
+    pub listen: Option<String>,
+}
+
+/// An IP address or CIDR range, as used in `server.trusted_proxies`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub address: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `10.0.0.0/8`, `::1/128` or a bare address.
+    pub fn parse(text: &str) -> Option<IpNet> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix.parse::<u8>().ok()?)),
+            None => (text, None),
+        };
+        let address: IpAddr = address.trim().parse().ok()?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(IpNet { address, prefix })
+    }
+
+    /// Whether `ip` is inside the range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match (self.address, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            _ => ip,
+        };
+        match (self.address, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The admin API (bearer token): sink status, the rollout dial (persisted, audited), and config reload.
+//!
+//! Runtime rollout overrides are kept in `<data_dir>/rollout-overrides.json` together with the config's
+//! rollout value at the time of the override. An override stays in force across restarts and reloads
+//! until the config's own rollout value for that sink changes: editing the TOML wins from then on.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use switchyard_sinks::settings::{RolloutConfig, RolloutKey, RolloutMode};
+
+use crate::app::App;
+use crate::http::{json_response, ApiError, Body};
+
+/// Largest admin request body.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// A runtime rollout override and the config value it was made against.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RolloutOverride {
+    pub rollout: RolloutConfig,
+    pub config_rollout: RolloutConfig,
+}
+
+fn overrides_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("rollout-overrides.json")
+}
+
+/// Reads the persisted overrides (missing file: none).
+pub fn load_overrides(data_dir: &Path) -> BTreeMap<String, RolloutOverride> {
+    std::fs::read(overrides_path(data_dir))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+fn save_overrides(data_dir: &Path, overrides: &BTreeMap<String, RolloutOverride>) -> std::io::Result<()> {
+    let path = overrides_path(data_dir);
+    let temporary = path.with_extension("json.tmp");
+    std::fs::write(&temporary, serde_json::to_vec_pretty(overrides)?)?;
+    std::fs::rename(temporary, path)
+}
+
+/// Applies persisted overrides whose config value is still the one they were made against, and forgets
+/// the rest (the config changed since: it wins).
+pub async fn apply_overrides(app: &App) {
+    let runtime = app.runtime();
+    let mut overrides = load_overrides(app.data_dir());
+    let mut kept = BTreeMap::new();
+    for (name, entry) in std::mem::take(&mut overrides) {
+        let Some(settings) = runtime.config.sinks.get(&name) else { continue };
+        if settings.common.rollout != entry.config_rollout {
+            tracing::info!(sink = %name, "config rollout changed since the runtime override: config wins");
+            continue;
+        }
+        app.engine.set_rollout(&name, &entry.rollout).await;
+        kept.insert(name, entry);
+    }
+    if let Err(error) = save_overrides(app.data_dir(), &kept) {
+        tracing::error!(%error, "cannot save rollout overrides");
+    }
+}
+
+fn audit(data_dir: &Path, record: serde_json::Value) {
+    let result = (|| -> std::io::Result<()> {
+        let mut file = OpenOptions::new().create(true).append(true).open(data_dir.join("audit.ndjson"))?;
+        let mut line = serde_json::to_vec(&record)?;
+        line.push(b'\n');
+        file.write_all(&line)?;
+        file.sync_data()
+    })();
+    if let Err(error) = result {
+        tracing::error!(%error, "cannot write the audit log");
+    }
+}
+
+fn authorize(app: &App, request: &Request<Incoming>) -> Result<(), ApiError> {
+    let runtime = app.runtime();
+    let Some(token) = runtime.config.admin.token.as_deref() else {
+        return Err(ApiError::not_found("the admin API is disabled: set [admin] token"));
+    };
+    let presented = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let matches = presented.is_some_and(|p| {
+        p.len() == token.len() && p.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    });
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("missing or wrong admin bearer token"))
+    }
+}
+
+fn caller(request: &Request<Incoming>) -> String {
+    request
+        .headers()
+        .get("x-switchyard-caller")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(64).collect())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The body of `PUT /admin/sinks/{name}/rollout`; omitted fields keep their current value.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolloutChange {
+    percent: Option<f64>,
+    mode: Option<RolloutMode>,
+    by: Option<RolloutKey>,
+}
+
+/// Routes `/admin/...`.
+pub async fn route(app: Arc<App>, request: Request<Incoming>, path: &str) -> Result<Response<Body>, ApiError> {
+    authorize(&app, &request)?;
+    let method = request.method().clone();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (segments.as_slice(), &method) {
+        (["admin", "sinks"], &Method::GET) => {
+            let sinks = app.engine.status().await;
+            Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "sinks": sinks,
+                    "log": {"head": app.log.head(), "used_bytes": app.log.used_bytes(), "durable": app.log.is_durable()},
+                    "ingest": app.stats.snapshot(),
+                }),
+            ))
+        }
+        (["admin", "sinks", name, "rollout"], &Method::PUT) => {
+            let name = name.to_string();
+            let who = caller(&request);
+            let body = crate::body::read_limited(request.into_body(), MAX_ADMIN_BODY).await?;
+            let change: RolloutChange = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request("invalid_rollout", format!("invalid rollout body: {e}")))?;
+            set_rollout(&app, &name, change, &who).await
+        }
+        (["admin", "reload"], &Method::POST) => match app.reload().await {
+            Ok(report) => {
+                apply_overrides(&app).await;
+                audit(
+                    app.data_dir(),
+                    serde_json::json!({"time": now(), "action": "reload", "changes": report, "caller": caller(&request)}),
+                );
+                Ok(json_response(StatusCode::OK, &serde_json::json!({"reloaded": true, "changes": report})))
+            }
+            Err(problems) => Ok(json_response(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": {"code": "invalid_config", "message": "configuration not applied; the previous one keeps running", "problems": problems}}),
+            )),
+        },
+        (["admin", "sinks"], _) => Err(method_not_allowed("GET")),
+        (["admin", "sinks", _, "rollout"], _) => Err(method_not_allowed("PUT")),
+        (["admin", "reload"], _) => Err(method_not_allowed("POST")),
+        _ => Err(ApiError::not_found(format!("no admin endpoint at {path}"))),
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> ApiError {
+    let mut error = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("this endpoint accepts {allow}"));
+    error.allow = Some(allow);
+    error
+}
+
+fn now() -> String {
+    switchyard_schemas::time::format_timestamp(&chrono::Utc::now())
+}
+
+async fn set_rollout(app: &App, name: &str, change: RolloutChange, who: &str) -> Result<Response<Body>, ApiError> {
+    let runtime = app.runtime();
+    let Some(settings) = runtime.config.sinks.get(name) else {
+        return Err(ApiError::not_found(format!("no sink named `{name}`")));
+    };
+    let current = app
+        .engine
+        .status()
+        .await
+        .into_iter()
+        .find(|s| s.name == name)
+        .map(|s| s.rollout)
+        .ok_or_else(|| ApiError::not_found(format!("no sink named `{name}`")))?;
+    let wanted = RolloutConfig {
+        percent: change.percent.unwrap_or(current.percent),
+        mode: change.mode.unwrap_or(current.mode),
+        by: change.by.unwrap_or(current.by),
+    };
+    let problems = wanted.validate();
+    if !problems.is_empty() {
+        let message = problems.iter().map(|(path, m)| format!("{path}: {m}")).collect::<Vec<_>>().join("; ");
+        return Err(ApiError::bad_request("invalid_rollout", message));
+    }
+    let previous = app
+        .engine
+        .set_rollout(name, &wanted)
+        .await
+        .ok_or_else(|| ApiError::not_found(format!("no sink named `{name}`")))?;
+    let mut overrides = load_overrides(app.data_dir());
+    overrides.insert(
+        name.to_string(),
+        RolloutOverride { rollout: wanted, config_rollout: settings.common.rollout },
+    );
+    save_overrides(app.data_dir(), &overrides).map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "persist_failed", format!("rollout applied but not persisted: {e}"))
+    })?;
+    audit(
+        app.data_dir(),
+        serde_json::json!({"time": now(), "action": "rollout", "sink": name, "old": previous, "new": wanted, "caller": who}),
+    );
+    tracing::info!(sink = %name, old_percent = previous.percent, new_percent = wanted.percent, caller = %who, "rollout changed");
+    Ok(json_response(StatusCode::OK, &serde_json::json!({"sink": name, "old": previous, "new": wanted})))
+}

@@ -1,0 +1,115 @@
+//! Reading request bodies within limits: the size cap is enforced while reading (before the whole body
+//! is buffered), and gzip bodies are inflated with a cap on the inflated size (gzip bombs).
+
+use std::io::Read;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::http::ApiError;
+
+/// Reads at most `max_bytes` of the body; more is a 413.
+pub async fn read_limited(body: Incoming, max_bytes: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, max_bytes).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => {
+            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Err(too_large(max_bytes))
+            } else {
+                Err(ApiError::bad_request("body_read_failed", format!("could not read the request body: {error}")))
+            }
+        }
+    }
+}
+
+fn too_large(max_bytes: usize) -> ApiError {
+    ApiError::new(
+        hyper::StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("request body is over the limit of {max_bytes} bytes"),
+    )
+}
+
+/// Whether the bytes start with the gzip magic number.
+pub fn is_gzip(body: &[u8]) -> bool {
+    body.starts_with(&[0x1f, 0x8b])
+}
+
+/// Inflates a gzip body, refusing output over `max_inflated` bytes.
+pub fn gunzip(body: &[u8], max_inflated: usize) -> Result<Vec<u8>, ApiError> {
+    let mut inflated = Vec::with_capacity((body.len() * 4).min(max_inflated));
+    let decoder = flate2::read::MultiGzDecoder::new(body);
+    match decoder.take(max_inflated as u64 + 1).read_to_end(&mut inflated) {
+        Ok(_) if inflated.len() > max_inflated => Err(ApiError::new(
+            hyper::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("decompressed body is over the limit of {max_inflated} bytes"),
+        )),
+        Ok(_) => Ok(inflated),
+        Err(error) => Err(ApiError::bad_request("bad_gzip", format!("invalid gzip body: {error}"))),
+    }
+}
+
+/// The body as sent, inflated when it is gzip (by header or by magic bytes).
+pub fn decode_content(
+    body: Bytes,
+    content_encoding: Option<&str>,
+    max_inflated: usize,
+) -> Result<Bytes, ApiError> {
+    let encoding = content_encoding.map(|value| value.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("") | Some("identity") | Some("gzip") | Some("x-gzip") => {}
+        Some(other) => {
+            return Err(ApiError::new(
+                hyper::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                format!("Content-Encoding `{other}` is not supported (use gzip or none)"),
+            ))
+        }
+    }
+    if is_gzip(&body) {
+        Ok(Bytes::from(gunzip(&body, max_inflated)?))
+    } else if matches!(encoding.as_deref(), Some("gzip") | Some("x-gzip")) {
+        Err(ApiError::bad_request("bad_gzip", "Content-Encoding is gzip but the body is not gzip"))
+    } else {
+        Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn inflates_by_magic_bytes_and_caps_bombs() {
+        let body = gzip(b"{\"batch\":[]}");
+        let decoded = decode_content(Bytes::from(body), None, 1024).unwrap();
+        assert_eq!(&decoded[..], b"{\"batch\":[]}");
+        let bomb = gzip(&vec![b' '; 10 * 1024 * 1024]);
+        assert!(bomb.len() < 20_000);
+        let error = decode_content(Bytes::from(bomb), Some("gzip"), 1024 * 1024).unwrap_err();
+        assert_eq!(error.status, hyper::StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn rejects_lies_and_unknown_encodings() {
+        assert_eq!(
+            decode_content(Bytes::from_static(b"{}"), Some("gzip"), 1024).unwrap_err().code,
+            "bad_gzip"
+        );
+        assert_eq!(
+            decode_content(Bytes::from_static(b"{}"), Some("br"), 1024).unwrap_err().status,
+            hyper::StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        let truncated = &gzip(b"hello world")[..10];
+        assert_eq!(decode_content(Bytes::copy_from_slice(truncated), None, 1024).unwrap_err().code, "bad_gzip");
+    }
+}

@@ -1,0 +1,260 @@
+//! The fan-out engine: one delivery runner per configured sink, all reading the same ingest log at
+//! their own cursors, and the reload logic that adds, removes (after draining) and changes sinks
+//! without touching the unchanged ones.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use switchyard_config::ConsentSettings;
+use switchyard_sanitizers::{Chain, SanitizeReport, Verdict};
+use switchyard_sinks::dead_letter::DeadLetterStore;
+use switchyard_sinks::delivery::{EventStage, RunnerHandle, RunnerParts, RunnerSignal, SinkStats, SinkStatsSnapshot, StageOutcome};
+use switchyard_sinks::log::IngestLog;
+use switchyard_sinks::rollout::RolloutState;
+use switchyard_sinks::settings::{RolloutConfig, SinkSettings};
+use switchyard_sinks::{build_sink, Sink};
+
+/// How long a removed sink may take to deliver what it still has.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One running sink.
+pub struct SinkEntry {
+    pub settings: SinkSettings,
+    pub rollout: Arc<RolloutState>,
+    pub stats: Arc<SinkStats>,
+    pub dead_letters: Arc<DeadLetterStore>,
+    pub sink: Arc<dyn Sink>,
+    runner: RunnerHandle,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+/// A sink as shown by `/admin/sinks`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkStatus {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub rollout: RolloutConfig,
+    /// Next log record the sink will read.
+    pub cursor: u64,
+    /// Records appended but not yet passed by the sink.
+    pub lag_records: u64,
+    pub counters: SinkStatsSnapshot,
+}
+
+/// The fan-out engine.
+pub struct Engine {
+    log: Arc<IngestLog>,
+    seed: String,
+    dead_letter_dir: Option<PathBuf>,
+    sinks: tokio::sync::Mutex<BTreeMap<String, SinkEntry>>,
+}
+
+/// Builds the per-sink stage: consent category check, then the sink's own sanitizer chain.
+fn build_stage(
+    name: &str,
+    settings: &SinkSettings,
+    consent: &ConsentSettings,
+) -> Result<EventStage, String> {
+    let chain = Chain::build(
+        &settings.common.sanitizers,
+        &format!("sinks.{name}.sanitizers"),
+        &|variable| std::env::var(variable).ok(),
+    )
+    .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+    let category = settings.common.consent.clone();
+    let default_granted = consent.default_granted;
+    Ok(Arc::new(move |event| {
+        if let Some(category) = &category {
+            if !switchyard_sanitizers::consent::allows(event, category, default_granted) {
+                return StageOutcome::DropConsent;
+            }
+        }
+        if chain.is_empty() {
+            return StageOutcome::Keep(event.clone());
+        }
+        let mut copy = switchyard_schemas::Event::clone(event);
+        let mut report = SanitizeReport::default();
+        match chain.apply(&mut copy, &mut report) {
+            Verdict::Keep => StageOutcome::Keep(Arc::new(copy)),
+            Verdict::Drop(_) => StageOutcome::DropSanitizer,
+        }
+    }))
+}
+
+impl Engine {
+    /// An engine with no sinks yet.
+    pub fn new(log: Arc<IngestLog>, seed: String, dead_letter_dir: Option<PathBuf>) -> Engine {
+        Engine { log, seed, dead_letter_dir, sinks: tokio::sync::Mutex::new(BTreeMap::new()) }
+    }
+
+    /// The ingest log every sink reads.
+    pub fn log(&self) -> &Arc<IngestLog> {
+        &self.log
+    }
+
+    /// Builds and starts (health-checks) a sink without running it yet.
+    async fn prepare(
+        &self,
+        name: &str,
+        settings: &SinkSettings,
+        consent: &ConsentSettings,
+    ) -> Result<(Arc<dyn Sink>, EventStage), String> {
+        let stage = build_stage(name, settings, consent)?;
+        let sink = build_sink(name, &settings.kind).map_err(|e| format!("sinks.{name}: {e}"))?;
+        sink.start().await.map_err(|e| format!("sinks.{name}: {e}"))?;
+        Ok((sink, stage))
+    }
+
+    fn launch(&self, name: &str, settings: SinkSettings, sink: Arc<dyn Sink>, stage: EventStage) -> SinkEntry {
+        let rollout = Arc::new(RolloutState::new(&settings.common.rollout));
+        let stats = Arc::new(SinkStats::default());
+        let dead_letters = Arc::new(DeadLetterStore::new(self.dead_letter_dir.as_deref(), name));
+        let runner = RunnerHandle::spawn(RunnerParts {
+            name: name.to_string(),
+            sink: sink.clone(),
+            settings: settings.common.clone(),
+            rollout: rollout.clone(),
+            rollout_seed: self.seed.clone(),
+            stage,
+            stats: stats.clone(),
+            log: self.log.clone(),
+            dead_letters: dead_letters.clone(),
+        });
+        SinkEntry { settings, rollout, stats, dead_letters, sink, runner }
+    }
+
+    /// Brings the running sinks in line with `wanted`. Every new or changed sink is built and started
+    /// first; if any fails, nothing changes and every failure is returned.
+    pub async fn apply(
+        &self,
+        wanted: &BTreeMap<String, SinkSettings>,
+        consent: &ConsentSettings,
+    ) -> Result<ReloadReport, Vec<String>> {
+        let mut sinks = self.sinks.lock().await;
+        let mut report = ReloadReport::default();
+        let mut prepared = BTreeMap::new();
+        let mut failures = Vec::new();
+        for (name, settings) in wanted {
+            match sinks.get(name) {
+                Some(entry) if entry.settings == *settings => report.unchanged.push(name.clone()),
+                existing => {
+                    if existing.is_some() {
+                        report.changed.push(name.clone());
+                    } else {
+                        report.added.push(name.clone());
+                    }
+                    match self.prepare(name, settings, consent).await {
+                        Ok(parts) => {
+                            prepared.insert(name.clone(), parts);
+                        }
+                        Err(error) => failures.push(error),
+                    }
+                }
+            }
+        }
+        if !failures.is_empty() {
+            return Err(failures);
+        }
+        report.removed = sinks.keys().filter(|name| !wanted.contains_key(*name)).cloned().collect();
+
+        for name in &report.removed {
+            if let Some(entry) = sinks.remove(name) {
+                let drained = entry.runner.stop(RunnerSignal::Drain, DRAIN_TIMEOUT).await;
+                if !drained {
+                    tracing::warn!(sink = %name, "removed sink did not drain in time; its undelivered events stay in the log");
+                }
+                if let Err(error) = self.log.remove_consumer(name) {
+                    tracing::error!(sink = %name, %error, "cannot remove the sink's cursor");
+                }
+                tracing::info!(sink = %name, drained, "sink removed");
+            }
+        }
+        for name in &report.changed {
+            if let Some(entry) = sinks.remove(name) {
+                // Its cursor stays: the new settings resume where the old ones stopped.
+                entry.runner.stop(RunnerSignal::Shutdown, DRAIN_TIMEOUT).await;
+            }
+        }
+        for (name, (sink, stage)) in prepared {
+            let settings = wanted.get(&name).cloned().ok_or_else(|| vec![format!("sinks.{name}: vanished")])?;
+            let entry = self.launch(&name, settings, sink, stage);
+            sinks.insert(name.clone(), entry);
+            tracing::info!(sink = %name, "sink started");
+        }
+        Ok(report)
+    }
+
+    /// Sets a sink's rollout at once; returns the previous one, or None for an unknown sink.
+    pub async fn set_rollout(&self, name: &str, rollout: &RolloutConfig) -> Option<RolloutConfig> {
+        let sinks = self.sinks.lock().await;
+        let entry = sinks.get(name)?;
+        let previous = entry.rollout.get();
+        entry.rollout.set(rollout);
+        Some(previous)
+    }
+
+    /// Every sink's status.
+    pub async fn status(&self) -> Vec<SinkStatus> {
+        let sinks = self.sinks.lock().await;
+        let cursors = self.log.cursors();
+        let head = self.log.head();
+        sinks
+            .iter()
+            .map(|(name, entry)| {
+                let cursor = cursors.get(name).copied().unwrap_or(head);
+                SinkStatus {
+                    name: name.clone(),
+                    kind: entry.settings.kind.type_name().to_string(),
+                    rollout: entry.rollout.get(),
+                    cursor,
+                    lag_records: head.saturating_sub(cursor),
+                    counters: entry.stats.snapshot(),
+                }
+            })
+            .collect()
+    }
+
+    /// Runs every sink's health check; returns the failures.
+    pub async fn health(&self) -> Vec<String> {
+        let sinks: Vec<(String, Arc<dyn Sink>)> = {
+            let sinks = self.sinks.lock().await;
+            sinks.iter().map(|(name, entry)| (name.clone(), entry.sink.clone())).collect()
+        };
+        let mut failures = Vec::new();
+        for (name, sink) in sinks {
+            if let Err(error) = sink.health().await {
+                failures.push(format!("sinks.{name}: {error}"));
+            }
+        }
+        failures
+    }
+
+    /// Stops every runner: each delivers the batch in hand and persists its cursor. In memory mode
+    /// runners first drain everything accepted, since nothing survives the exit.
+    pub async fn shutdown(&self, timeout: Duration) {
+        let mut sinks = self.sinks.lock().await;
+        let how = if self.log.is_durable() { RunnerSignal::Shutdown } else { RunnerSignal::Drain };
+        let stops: Vec<_> = std::mem::take(&mut *sinks)
+            .into_iter()
+            .map(|(name, entry)| async move {
+                let stopped = entry.runner.stop(how, timeout).await;
+                if !stopped {
+                    tracing::warn!(sink = %name, "sink did not stop in time");
+                }
+            })
+            .collect();
+        futures_util::future::join_all(stops).await;
+    }
+}

@@ -1,0 +1,429 @@
+//! The HTTP server: hyper 1 on tokio (HTTP/1.1 and h2c, keep-alive), routing, the ingest handler,
+//! health and readiness, and JSON error responses.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use serde::Serialize;
+use switchyard_sanitizers::{SanitizeReport, Verdict};
+use switchyard_schemas::EventType;
+use switchyard_sinks::log::LogError;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use crate::ingest::{decode_body, normalize_all, Rejection, RequestFacts};
+
+/// The response body type.
+pub type Body = Full<Bytes>;
+
+/// Header carrying the server's clock (ms since the Unix epoch) on every response, for skew correction.
+pub const SERVER_TIME_HEADER: &str = "x-switchyard-server-time";
+/// Header carrying the request id on every response.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// A whole-request failure, answered as `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after_secs: Option<u64>,
+    pub allow: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), retry_after_secs: None, allow: None }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    fn method_not_allowed(allow: &'static str) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this endpoint accepts {allow}"),
+        );
+        error.allow = Some(allow);
+        error
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut response = json_response(self.status, &body);
+        if let Some(seconds) = self.retry_after_secs {
+            response.headers_mut().insert("retry-after", HeaderValue::from(seconds));
+        }
+        if let Some(allow) = self.allow {
+            response.headers_mut().insert("allow", HeaderValue::from_static(allow));
+        }
+        response
+    }
+}
+
+/// A JSON response.
+pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The answer to an ingest request.
+#[derive(Debug, Serialize)]
+pub struct IngestResponse {
+    pub success: bool,
+    pub accepted: usize,
+    pub rejected: Vec<Rejection>,
+    #[serde(skip_serializing_if = "DropCounts::is_empty")]
+    pub dropped: DropCounts,
+}
+
+/// Events accepted but dropped before any sink, by reason.
+#[derive(Debug, Default, Serialize)]
+pub struct DropCounts {
+    #[serde(skip_serializing_if = "is_zero")]
+    pub opt_out: usize,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sanitizer: usize,
+}
+
+fn is_zero(value: &usize) -> bool {
+    *value == 0
+}
+
+impl DropCounts {
+    fn is_empty(&self) -> bool {
+        self.opt_out == 0 && self.sanitizer == 0
+    }
+}
+
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Ingest, health and admin (no separate admin address).
+    Both,
+    /// Ingest and health only (the admin API has its own address).
+    Ingest,
+    /// The admin API and health only.
+    Admin,
+}
+
+/// Serves HTTP on `listener` until `shutdown` completes, then stops accepting and waits (bounded) for
+/// open requests to finish.
+pub async fn serve(app: Arc<App>, listener: TcpListener, role: Role, shutdown: impl Future<Output = ()>) {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let service = service_fn(move |request| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(handle(app, peer, request, role).await) }
+                });
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    if let Err(error) = watcher.watch(connection).await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let timeout = Duration::from_secs(app.runtime().config.server.shutdown_timeout_secs);
+    if tokio::time::timeout(timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("open connections did not finish in time");
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+/// Routes one request and stamps the common headers.
+pub async fn handle(app: Arc<App>, peer: SocketAddr, request: Request<Incoming>, role: Role) -> Response<Body> {
+    let request_id = request_id(request.headers());
+    let mut response = route(app, peer, request, &request_id, role).await.unwrap_or_else(ApiError::into_response);
+    let headers = response.headers_mut();
+    headers.insert(SERVER_TIME_HEADER, HeaderValue::from(chrono::Utc::now().timestamp_millis()));
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+async fn route(
+    app: Arc<App>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+    request_id: &str,
+    role: Role,
+) -> Result<Response<Body>, ApiError> {
+    let path = request.uri().path().trim_end_matches('/').to_string();
+    let method = request.method().clone();
+    if path.starts_with("/admin") && role != Role::Ingest {
+        return crate::admin::route(app, request, &path).await;
+    }
+    if role == Role::Admin && path != "/health" {
+        return Err(ApiError::not_found(format!("no endpoint at {}", request.uri().path())));
+    }
+    match path.as_str() {
+        "/health" => {
+            expect_method(&method, &Method::GET, "GET")?;
+            Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+        }
+        "/ready" => {
+            expect_method(&method, &Method::GET, "GET")?;
+            let mut problems = app.readiness();
+            problems.extend(app.engine.health().await);
+            let status = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            Ok(json_response(status, &serde_json::json!({"ready": problems.is_empty(), "problems": problems})))
+        }
+        "/v1/batch" => {
+            expect_method(&method, &Method::POST, "POST")?;
+            ingest(app, peer, request, None, request_id).await
+        }
+        _ => {
+            if let Some(kind) = path.strip_prefix("/v1/").and_then(EventType::parse) {
+                expect_method(&method, &Method::POST, "POST")?;
+                return ingest(app, peer, request, Some(kind), request_id).await;
+            }
+            Err(ApiError::not_found(format!("no endpoint at {}", request.uri().path())))
+        }
+    }
+}
+
+fn expect_method(method: &Method, expected: &Method, allow: &'static str) -> Result<(), ApiError> {
+    if method == expected {
+        Ok(())
+    } else {
+        Err(ApiError::method_not_allowed(allow))
+    }
+}
+
+/// The write key from `Authorization: Basic base64(key:)`.
+fn basic_auth_key(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let key = text.split_once(':').map(|(user, _)| user).unwrap_or(&text);
+    (!key.is_empty()).then(|| key.to_string())
+}
+
+/// The client's IP: the socket peer, or X-Forwarded-For's nearest untrusted hop when the peer is a
+/// trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[switchyard_config::IpNet]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(text) = value.to_str() else { return peer };
+        for hop in text.split(',').rev() {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !is_trusted(ip) {
+                        return ip;
+                    }
+                }
+                Err(_) => return client,
+            }
+        }
+    }
+    client
+}
+
+fn header_is_set(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
+}
+
+async fn ingest(
+    app: Arc<App>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+    implied_type: Option<EventType>,
+    request_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let runtime = app.runtime();
+    let server = &runtime.config.server;
+    app.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let (parts, body) = request.into_parts();
+    if let Some(length) = parts.headers.get(hyper::header::CONTENT_LENGTH) {
+        if length.to_str().ok().and_then(|l| l.parse::<usize>().ok()).is_some_and(|l| l > server.max_body_bytes) {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body is over the limit of {} bytes", server.max_body_bytes),
+            ));
+        }
+    }
+    let raw = crate::body::read_limited(body, server.max_body_bytes).await?;
+    let encoding = parts.headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+    let body = crate::body::decode_content(raw, encoding, server.max_decompressed_bytes)?;
+    let decoded = decode_body(&body, implied_type, server.max_event_bytes)?;
+
+    let key = basic_auth_key(&parts.headers).or_else(|| decoded.write_key.clone());
+    let Some(source) = runtime.authenticate(key.as_deref()) else {
+        app.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::unauthorized("unknown or missing write key"));
+    };
+
+    let opted_out = runtime.config.consent.disabled
+        || runtime.opt_out_headers.iter().any(|name| header_is_set(&parts.headers, name));
+    if opted_out {
+        let dropped = decoded.messages.len();
+        app.stats.dropped_opt_out.fetch_add(dropped as u64, Ordering::Relaxed);
+        let response = IngestResponse {
+            success: true,
+            accepted: 0,
+            rejected: Vec::new(),
+            dropped: DropCounts { opt_out: dropped, sanitizer: 0 },
+        };
+        return Ok(json_response(StatusCode::OK, &response));
+    }
+
+    let ip = client_ip(peer.ip(), &parts.headers, &runtime.trusted_proxies).to_string();
+    let user_agent = parts.headers.get(USER_AGENT).and_then(|v| v.to_str().ok());
+    let facts = RequestFacts {
+        implied_type,
+        received_at: chrono::Utc::now(),
+        source: &source,
+        request_id,
+        ip: Some(&ip),
+        user_agent,
+    };
+    let (mut events, rejected) = normalize_all(decoded, &facts);
+
+    let mut dropped = DropCounts::default();
+    if !runtime.global_chain.is_empty() {
+        let mut report = SanitizeReport::default();
+        events.retain_mut(|event| match runtime.global_chain.apply(event, &mut report) {
+            Verdict::Keep => true,
+            Verdict::Drop(_) => {
+                dropped.sanitizer += 1;
+                false
+            }
+        });
+    }
+    let accepted = events.len();
+    if !events.is_empty() {
+        let log = app.log.clone();
+        let appended = tokio::task::spawn_blocking(move || log.append(events))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("log writer failed: {e}")))?;
+        match appended {
+            Ok(_) => {}
+            Err(LogError::Full { .. }) => {
+                app.stats.refused_full.fetch_add(accepted as u64, Ordering::Relaxed);
+                let mut error = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "log_full",
+                    "the ingest log is full while sinks catch up; retry later",
+                );
+                error.retry_after_secs = Some(5);
+                return Err(error);
+            }
+            Err(error) => {
+                tracing::error!(%error, "ingest log append failed");
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "log_unavailable",
+                    "events could not be stored; retry later",
+                ));
+            }
+        }
+    }
+    app.stats.accepted.fetch_add(accepted as u64, Ordering::Relaxed);
+    app.stats.rejected.fetch_add(rejected.len() as u64, Ordering::Relaxed);
+    app.stats.dropped_sanitizer.fetch_add(dropped.sanitizer as u64, Ordering::Relaxed);
+    let response = IngestResponse { success: rejected.is_empty(), accepted, rejected, dropped };
+    Ok(json_response(StatusCode::OK, &response))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_used_only_behind_trusted_proxies() {
+        let trusted = vec![switchyard_config::IpNet::parse("10.0.0.0/8").unwrap()];
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.1, 203.0.113.5, 10.0.0.7"));
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(client_ip(proxy, &headers, &trusted).to_string(), "203.0.113.5");
+        let stranger: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(client_ip(stranger, &headers, &trusted), stranger);
+        headers.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
+        assert_eq!(client_ip(proxy, &headers, &trusted), proxy);
+    }
+
+    #[test]
+    fn basic_auth_takes_the_username() {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic d2tfd2ViXzE6"));
+        assert_eq!(basic_auth_key(&headers).as_deref(), Some("wk_web_1"));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert_eq!(basic_auth_key(&headers), None);
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
+        assert_eq!(basic_auth_key(&headers), None);
+    }
+}

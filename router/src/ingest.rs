@@ -1,0 +1,189 @@
+//! Ingest: decoding Segment-spec bodies into messages, normalising and enriching each into the canonical
+//! event, and running the global sanitizer chain. Problems with one message reject that message only.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use switchyard_schemas::segment::{BatchEnvelope, InboundMessage, MessageDefaults, NormalizeError};
+use switchyard_schemas::{normalize_message, Event, EventType, JsonMap};
+
+use crate::http::ApiError;
+
+/// One rejected message in a response.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Rejection {
+    pub index: usize,
+    pub reason: String,
+}
+
+/// A decoded request body: its messages, still to be normalised, and batch-level fields.
+pub struct DecodedBody {
+    pub write_key: Option<String>,
+    pub batch_sent_at: Option<DateTime<Utc>>,
+    pub batch_context: Option<JsonMap>,
+    pub messages: Vec<Result<InboundMessage, NormalizeError>>,
+}
+
+fn decode_message(raw: &RawValue, max_event_bytes: usize) -> Result<InboundMessage, NormalizeError> {
+    let text = raw.get();
+    if text.len() > max_event_bytes {
+        return Err(NormalizeError::TooLarge { size: text.len(), limit: max_event_bytes });
+    }
+    if !text.starts_with('{') {
+        return Err(NormalizeError::Malformed("message must be a JSON object".into()));
+    }
+    InboundMessage::from_json(text)
+}
+
+fn malformed(error: serde_json::Error) -> ApiError {
+    ApiError::bad_request("malformed_json", format!("request body is not valid JSON: {error}"))
+}
+
+/// Decodes the body of `/v1/batch` (`implied_type = None`) or of `/v1/<type>` (one message).
+pub fn decode_body(
+    body: &[u8],
+    implied_type: Option<EventType>,
+    max_event_bytes: usize,
+) -> Result<DecodedBody, ApiError> {
+    if implied_type.is_some() {
+        let raw: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
+        if !raw.get().starts_with('{') {
+            return Err(ApiError::bad_request("malformed_json", "request body must be a JSON object"));
+        }
+        let message = decode_message(raw, max_event_bytes);
+        let write_key = message.as_ref().ok().and_then(|m| m.write_key.clone());
+        return Ok(DecodedBody { write_key, batch_sent_at: None, batch_context: None, messages: vec![message] });
+    }
+    let envelope: BatchEnvelope<'_> = serde_json::from_slice(body).map_err(|error| {
+        if error.is_data() {
+            ApiError::bad_request(
+                "invalid_batch",
+                format!("expected {{\"batch\": [messages...]}}: {error}"),
+            )
+        } else {
+            malformed(error)
+        }
+    })?;
+    let batch_sent_at = match envelope.sent_at.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(switchyard_schemas::time::parse_timestamp(text).ok_or_else(|| {
+            ApiError::bad_request("invalid_batch", format!("sentAt: invalid timestamp `{}`", text.chars().take(64).collect::<String>()))
+        })?),
+    };
+    let messages = envelope.batch.iter().map(|raw| decode_message(raw, max_event_bytes)).collect();
+    Ok(DecodedBody {
+        write_key: envelope.write_key,
+        batch_sent_at,
+        batch_context: envelope.context,
+        messages,
+    })
+}
+
+/// Server-side facts about the request, added to every event.
+pub struct RequestFacts<'a> {
+    pub implied_type: Option<EventType>,
+    pub received_at: DateTime<Utc>,
+    pub source: &'a str,
+    pub request_id: &'a str,
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+/// Normalises every decoded message; returns the events and the rejections (by index in the batch).
+pub fn normalize_all(decoded: DecodedBody, facts: &RequestFacts<'_>) -> (Vec<Event>, Vec<Rejection>) {
+    let defaults = MessageDefaults {
+        implied_type: facts.implied_type,
+        received_at: facts.received_at,
+        batch_sent_at: decoded.batch_sent_at,
+        batch_context: decoded.batch_context.as_ref(),
+        source: facts.source,
+        request_id: facts.request_id,
+        ip: facts.ip,
+        user_agent: facts.user_agent,
+    };
+    let mut events = Vec::with_capacity(decoded.messages.len());
+    let mut rejected = Vec::new();
+    for (index, message) in decoded.messages.into_iter().enumerate() {
+        match message.and_then(|message| normalize_message(message, &defaults)) {
+            Ok(event) => events.push(event),
+            Err(error) => rejected.push(Rejection { index, reason: error.to_string() }),
+        }
+    }
+    (events, rejected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> RequestFacts<'static> {
+        RequestFacts {
+            implied_type: None,
+            received_at: Utc::now(),
+            source: "web",
+            request_id: "r",
+            ip: None,
+            user_agent: None,
+        }
+    }
+
+    #[test]
+    fn bad_messages_are_rejected_alone() {
+        let body = br#"{"batch":[
+            {"type":"track","event":"ok","userId":"u"},
+            {"type":"track","event":"no id"},
+            "not an object",
+            {"type":"identify","anonymousId":"a","traits":{"big":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}},
+            {"type":"page","userId":"u","properties":{"path":"/"}}
+        ],"writeKey":"wk"}"#;
+        let decoded = decode_body(body, None, 100).unwrap();
+        assert_eq!(decoded.write_key.as_deref(), Some("wk"));
+        let (events, rejected) = normalize_all(decoded, &facts());
+        assert_eq!(events.len(), 2);
+        let indexes: Vec<usize> = rejected.iter().map(|r| r.index).collect();
+        assert_eq!(indexes, vec![1, 2, 3]);
+        assert!(rejected[2].reason.contains("over the limit of 100 bytes"));
+    }
+
+    #[test]
+    fn whole_request_problems_are_errors() {
+        assert_eq!(decode_body(b"{\"batch\": [", None, 100).err().unwrap().code, "malformed_json");
+        assert_eq!(decode_body(b"{\"nope\": 1}", None, 100).err().unwrap().code, "invalid_batch");
+        assert_eq!(decode_body(b"[1,2]", None, 100).err().unwrap().code, "invalid_batch");
+        assert_eq!(
+            decode_body(b"[]", Some(EventType::Track), 100).err().unwrap().code,
+            "malformed_json"
+        );
+        assert_eq!(decode_body(b"\xff\xfe", None, 100).err().unwrap().code, "malformed_json");
+    }
+
+    #[test]
+    fn single_message_endpoint_reads_write_key_from_body() {
+        let decoded =
+            decode_body(br#"{"event":"x","userId":"u","writeKey":"k"}"#, Some(EventType::Track), 1000).unwrap();
+        assert_eq!(decoded.write_key.as_deref(), Some("k"));
+        let mut facts = facts();
+        facts.implied_type = Some(EventType::Track);
+        let (events, rejected) = normalize_all(decoded, &facts);
+        assert!(rejected.is_empty());
+        assert_eq!(events[0].kind, EventType::Track);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoder_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            if let Ok(decoded) = decode_body(&body, None, 1000) {
+                let _ = normalize_all(decoded, &facts());
+            }
+            let _ = decode_body(&body, Some(EventType::Page), 1000);
+        }
+
+        #[test]
+        fn json_shaped_bodies_never_panic(inner in "[\\[\\]{}\",:a-z0-9 ]{0,200}") {
+            let body = format!("{{\"batch\":[{inner}]}}");
+            if let Ok(decoded) = decode_body(body.as_bytes(), None, 1000) {
+                let _ = normalize_all(decoded, &facts());
+            }
+        }
+    }
+}

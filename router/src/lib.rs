@@ -1,0 +1,12 @@
+//! Switchyard's router: the hyper server, ingest endpoints, enrichment, fan-out engine, admin API,
+//! and the pieces of the `switchyard` binary.
+
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod engine;
+pub mod http;
+pub mod ingest;
+pub mod run;
+
+pub use app::App;

@@ -1,0 +1,231 @@
+//! `pii`: finds personal data and secrets in every string value (properties, traits, context, at any
+//! depth) and masks, hashes or drops them; values under secret-named keys are masked whole.
+
+use serde_json::Value;
+use switchyard_schemas::{Event, JsonMap};
+
+use crate::chain::{BuildError, SanitizeReport, Sanitizer, Verdict};
+use crate::config::{PiiAction, PiiConfig};
+use crate::pii::{PiiDetector, PiiKind};
+
+/// Hex characters kept of the HMAC in `action = "hash"` output.
+const HASH_HEX_CHARS: usize = 16;
+
+pub struct PiiSanitizer {
+    detector: PiiDetector,
+    action: PiiAction,
+    /// Lowercased.
+    sensitive_keys: Vec<String>,
+    hash_key: Vec<u8>,
+    mask_ip: bool,
+}
+
+/// What to do with the value just visited.
+enum Visit {
+    Keep,
+    Remove,
+}
+
+impl PiiSanitizer {
+    pub fn new(
+        config: &PiiConfig,
+        path: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<PiiSanitizer, BuildError> {
+        let hash_key = match (config.action, &config.hash_key_env) {
+            (PiiAction::Hash, Some(variable)) => {
+                crate::secret_from_env(variable, &format!("{path}.hash_key_env"), lookup)?
+            }
+            (PiiAction::Hash, None) => {
+                return Err(BuildError {
+                    path: format!("{path}.hash_key_env"),
+                    message: "action = \"hash\" needs hash_key_env naming the variable with the HMAC key".into(),
+                })
+            }
+            _ => Vec::new(),
+        };
+        Ok(PiiSanitizer {
+            detector: PiiDetector::new(&config.detect),
+            action: config.action,
+            sensitive_keys: config.sensitive_keys.iter().map(|k| k.to_ascii_lowercase()).collect(),
+            hash_key,
+            mask_ip: config.detect.contains(&PiiKind::Ip),
+        })
+    }
+
+    fn is_sensitive_key(&self, key: &str) -> bool {
+        if self.sensitive_keys.is_empty() {
+            return false;
+        }
+        let lower = key.to_ascii_lowercase();
+        self.sensitive_keys.iter().any(|sensitive| lower.contains(sensitive.as_str()))
+    }
+
+    fn replacement(&self, kind: &str, matched: &str) -> String {
+        match self.action {
+            PiiAction::Hash => format!("{kind}:{}", crate::hmac_hex(&self.hash_key, matched.as_bytes(), HASH_HEX_CHARS)),
+            PiiAction::Mask | PiiAction::DropField => format!("[REDACTED:{kind}]"),
+        }
+    }
+
+    fn visit_string(&self, text: &mut String, report: &mut SanitizeReport) -> Visit {
+        if !self.detector.contains_pii(text) {
+            return Visit::Keep;
+        }
+        if self.action == PiiAction::DropField {
+            for found in self.detector.find(text) {
+                report.add(&format!("pii.{}", found.kind.as_str()), 1);
+            }
+            return Visit::Remove;
+        }
+        let replaced = self.detector.replace_all(text, |kind, matched| {
+            report.add(&format!("pii.{}", kind.as_str()), 1);
+            self.replacement(kind.as_str(), matched)
+        });
+        if let Some(replaced) = replaced {
+            *text = replaced;
+        }
+        Visit::Keep
+    }
+
+    fn visit_value(&self, value: &mut Value, report: &mut SanitizeReport) -> Visit {
+        match value {
+            Value::String(text) => self.visit_string(text, report),
+            Value::Array(items) => {
+                let mut index = 0;
+                while index < items.len() {
+                    match self.visit_value(&mut items[index], report) {
+                        Visit::Keep => index += 1,
+                        Visit::Remove => {
+                            items.remove(index);
+                        }
+                    }
+                }
+                Visit::Keep
+            }
+            Value::Object(map) => {
+                self.visit_map(map, report);
+                Visit::Keep
+            }
+            _ => Visit::Keep,
+        }
+    }
+
+    fn visit_map(&self, map: &mut JsonMap, report: &mut SanitizeReport) {
+        let mut removed: Vec<String> = Vec::new();
+        for (key, value) in map.iter_mut() {
+            if self.is_sensitive_key(key) && !value.is_null() {
+                report.add("pii.sensitive_key", 1);
+                if self.action == PiiAction::DropField {
+                    removed.push(key.clone());
+                } else {
+                    let original = match &*value {
+                        Value::String(text) => text.clone(),
+                        other => other.to_string(),
+                    };
+                    *value = Value::String(self.replacement("sensitive", &original));
+                }
+                continue;
+            }
+            if let Visit::Remove = self.visit_value(value, report) {
+                removed.push(key.clone());
+            }
+        }
+        for key in removed {
+            map.remove(&key);
+        }
+    }
+}
+
+impl Sanitizer for PiiSanitizer {
+    fn name(&self) -> &'static str {
+        "pii"
+    }
+
+    fn apply(&self, event: &mut Event, report: &mut SanitizeReport) -> Verdict {
+        self.visit_map(&mut event.properties, report);
+        self.visit_map(&mut event.traits, report);
+        self.visit_map(&mut event.context, report);
+        if self.mask_ip && event.ip.is_some() {
+            event.ip = event.ip.as_ref().map(|ip| self.replacement("ip", ip));
+            report.add("pii.ip", 1);
+        }
+        Verdict::Keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> Event {
+        serde_json::from_value(serde_json::json!({
+            "type": "track", "event": "Checkout", "messageId": "m", "userId": "u",
+            "timestamp": "2024-01-01T00:00:00Z", "receivedAt": "2024-01-01T00:00:00Z", "source": "s",
+            "ip": "203.0.113.7",
+            "properties": {
+                "note": "mail me at jane.doe@example.com",
+                "order_id": "1700000000000",
+                "cards": ["4111 1111 1111 1111", "plain"],
+                "password": {"nested": true},
+                "deep": {"url": "https://x.test/cb?token=abc123secretvalue&page=2"}
+            },
+            "context": {"page": {"path": "/checkout"}}
+        }))
+        .unwrap()
+    }
+
+    fn sanitizer(action: PiiAction) -> PiiSanitizer {
+        let config = PiiConfig { action, hash_key_env: Some("K".into()), ..PiiConfig::default() };
+        PiiSanitizer::new(&config, "sanitizers[0]", &|_| Some("key".into())).unwrap()
+    }
+
+    #[test]
+    fn masks_pii_at_any_depth_and_leaves_look_alikes() {
+        let mut e = event();
+        let mut report = SanitizeReport::default();
+        sanitizer(PiiAction::Mask).apply(&mut e, &mut report);
+        assert_eq!(e.properties["note"], "mail me at [REDACTED:email]");
+        assert_eq!(e.properties["order_id"], "1700000000000");
+        assert_eq!(e.properties["cards"][0], "[REDACTED:credit_card]");
+        assert_eq!(e.properties["cards"][1], "plain");
+        assert_eq!(e.properties["password"], "[REDACTED:sensitive]");
+        let url = e.properties["deep"]["url"].as_str().unwrap();
+        assert!(!url.contains("abc123secretvalue"), "{url}");
+        assert!(url.contains("page=2"), "{url}");
+        assert_eq!(e.ip.as_deref(), Some("203.0.113.7"), "ip is not detected by default");
+        assert_eq!(report.counts["pii.email"], 1);
+    }
+
+    #[test]
+    fn hash_is_keyed_and_stable() {
+        let mut first = event();
+        let mut second = event();
+        let mut report = SanitizeReport::default();
+        let step = sanitizer(PiiAction::Hash);
+        step.apply(&mut first, &mut report);
+        step.apply(&mut second, &mut report);
+        let note = first.properties["note"].as_str().unwrap();
+        assert!(note.starts_with("mail me at email:"), "{note}");
+        assert_eq!(first.properties["note"], second.properties["note"]);
+        assert!(!note.contains("jane"));
+    }
+
+    #[test]
+    fn drop_field_removes_the_containing_field() {
+        let mut e = event();
+        let mut report = SanitizeReport::default();
+        sanitizer(PiiAction::DropField).apply(&mut e, &mut report);
+        assert!(!e.properties.contains_key("note"));
+        assert!(!e.properties.contains_key("password"));
+        assert_eq!(e.properties["cards"], serde_json::json!(["plain"]));
+        assert_eq!(e.properties["order_id"], "1700000000000");
+    }
+
+    #[test]
+    fn hash_without_key_is_a_build_error() {
+        let config = PiiConfig { action: PiiAction::Hash, ..PiiConfig::default() };
+        let error = PiiSanitizer::new(&config, "sanitizers[2]", &|_| None).err().unwrap();
+        assert_eq!(error.path, "sanitizers[2].hash_key_env");
+    }
+}

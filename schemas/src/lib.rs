@@ -1,0 +1,8 @@
+//! The canonical Switchyard event, its JSON Schema, and normalisation of Segment-spec messages into it.
+
+pub mod event;
+pub mod segment;
+pub mod time;
+
+pub use event::{Event, EventType, JsonMap};
+pub use segment::{normalize_message, BatchEnvelope, InboundMessage, MessageDefaults, NormalizeError};

@@ -1,0 +1,408 @@
+//! The delivery machinery shared by every sink: a runner per sink reads the ingest log from the sink's
+//! own cursor, applies the rollout dial and the per-sink stage (consent, per-sink sanitizers), batches,
+//! sends with retries (exponential backoff, full jitter, Retry-After honoured), dead-letters what is
+//! refused, and commits the cursor only after the batch is delivered or dead-lettered.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use switchyard_schemas::Event;
+use tokio::sync::watch;
+
+use crate::dead_letter::DeadLetterStore;
+use crate::log::{IngestLog, Record};
+use crate::rollout::RolloutState;
+use crate::settings::CommonSinkSettings;
+use crate::sink::{SendError, Sink};
+
+/// Retries a shadow sink gets before its batch is dropped (and counted).
+pub const SHADOW_MAX_ATTEMPTS: u32 = 3;
+
+/// What the per-sink stage decided for one event.
+pub enum StageOutcome {
+    Keep(Arc<Event>),
+    /// Dropped because the event's consent does not grant the sink's category.
+    DropConsent,
+    /// Dropped by a per-sink sanitizer.
+    DropSanitizer,
+}
+
+/// The per-sink stage run on every event in the sink's rollout share.
+pub type EventStage = Arc<dyn Fn(&Arc<Event>) -> StageOutcome + Send + Sync>;
+
+/// Counters of one sink, since start (the reconciliation report persists its own).
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Events in the sink's rollout share that passed its stage.
+    pub offered: AtomicU64,
+    pub delivered: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    /// Events of a shadow sink given up after its bounded retries.
+    pub dropped_shadow: AtomicU64,
+    pub dropped_rollout: AtomicU64,
+    pub dropped_consent: AtomicU64,
+    pub dropped_sanitizer: AtomicU64,
+    /// Failed send attempts (each retry of a batch counts).
+    pub failed_attempts: AtomicU64,
+    pub batches: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// A serialisable copy of [`SinkStats`].
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct SinkStatsSnapshot {
+    pub offered: u64,
+    pub delivered: u64,
+    pub dead_lettered: u64,
+    pub dropped_shadow: u64,
+    pub dropped_rollout: u64,
+    pub dropped_consent: u64,
+    pub dropped_sanitizer: u64,
+    pub failed_attempts: u64,
+    pub batches: u64,
+    pub last_error: Option<String>,
+}
+
+impl SinkStats {
+    pub fn snapshot(&self) -> SinkStatsSnapshot {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        SinkStatsSnapshot {
+            offered: load(&self.offered),
+            delivered: load(&self.delivered),
+            dead_lettered: load(&self.dead_lettered),
+            dropped_shadow: load(&self.dropped_shadow),
+            dropped_rollout: load(&self.dropped_rollout),
+            dropped_consent: load(&self.dropped_consent),
+            dropped_sanitizer: load(&self.dropped_sanitizer),
+            failed_attempts: load(&self.failed_attempts),
+            batches: load(&self.batches),
+            last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+
+    fn add(counter: &AtomicU64, amount: usize) {
+        counter.fetch_add(amount as u64, Ordering::Relaxed);
+    }
+}
+
+/// How a runner should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunnerSignal {
+    Run,
+    /// Deliver the batch in hand, commit, and exit; the rest stays in the log.
+    Shutdown,
+    /// Deliver everything appended so far, then exit (a sink removed by a reload).
+    Drain,
+}
+
+/// Everything a runner needs.
+pub struct RunnerParts {
+    pub name: String,
+    pub sink: Arc<dyn Sink>,
+    pub settings: CommonSinkSettings,
+    pub rollout: Arc<RolloutState>,
+    pub rollout_seed: String,
+    pub stage: EventStage,
+    pub stats: Arc<SinkStats>,
+    pub log: Arc<IngestLog>,
+    pub dead_letters: Arc<DeadLetterStore>,
+}
+
+/// A running sink: its task and the means to stop it.
+pub struct RunnerHandle {
+    signal: watch::Sender<RunnerSignal>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunnerHandle {
+    /// Starts the runner task.
+    pub fn spawn(parts: RunnerParts) -> RunnerHandle {
+        let (signal, receiver) = watch::channel(RunnerSignal::Run);
+        let task = tokio::spawn(Runner::new(parts, receiver).run());
+        RunnerHandle { signal, task }
+    }
+
+    /// Asks the runner to stop (see [`RunnerSignal`]) and waits at most `timeout` for it.
+    pub async fn stop(self, how: RunnerSignal, timeout: Duration) -> bool {
+        self.signal.send_replace(how);
+        let mut task = self.task;
+        match tokio::time::timeout(timeout, &mut task).await {
+            Ok(_) => true,
+            Err(_) => {
+                task.abort();
+                false
+            }
+        }
+    }
+}
+
+struct Runner {
+    parts: RunnerParts,
+    signal: watch::Receiver<RunnerSignal>,
+    jitter_state: u64,
+}
+
+enum Delivery {
+    Done,
+    /// Stopped by a shutdown before the batch was delivered: do not commit it.
+    Interrupted,
+}
+
+impl Runner {
+    fn new(parts: RunnerParts, signal: watch::Receiver<RunnerSignal>) -> Runner {
+        let seed = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(1) as u64 | 1;
+        Runner { parts, signal, jitter_state: seed }
+    }
+
+    fn record_error(&self, message: &str) {
+        *self.parts.stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.to_string());
+    }
+
+    async fn run(mut self) {
+        let name = self.parts.name.clone();
+        let log = self.parts.log.clone();
+        let mut read_position = match log.register_consumer(&name) {
+            Ok(start) => start,
+            Err(error) => {
+                tracing::error!(sink = %name, %error, "cannot register the sink's log cursor");
+                return;
+            }
+        };
+        let mut head = log.subscribe();
+        let max_events = self.parts.settings.batch.max_events;
+        let max_bytes = self.parts.settings.batch.max_bytes;
+        let max_wait = Duration::from_millis(self.parts.settings.batch.max_wait_ms);
+        let mut pending: Vec<Arc<Event>> = Vec::with_capacity(max_events.min(100_000));
+        let mut pending_bytes = 0usize;
+        let mut batch_started: Option<Instant> = None;
+        // Where the cursor may be committed once `pending` is delivered.
+        let mut pending_commit = read_position;
+        let mut last_commit_at = Instant::now();
+        tracing::info!(sink = %name, cursor = read_position, "sink runner started");
+
+        loop {
+            let signal = *self.signal.borrow();
+            let caught_up = read_position >= log.head();
+            if signal == RunnerSignal::Shutdown || (signal == RunnerSignal::Drain && caught_up) {
+                if !pending.is_empty() {
+                    let batch = std::mem::take(&mut pending);
+                    if let Delivery::Done = self.deliver(batch).await {
+                        self.commit(pending_commit);
+                    }
+                } else {
+                    self.commit(pending_commit);
+                }
+                break;
+            }
+
+            let records = match self.read(read_position).await {
+                Ok(records) => records,
+                Err(message) => {
+                    self.record_error(&message);
+                    tracing::error!(sink = %name, error = %message, "cannot read the ingest log");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+
+            if records.is_empty() {
+                let deadline = batch_started.map(|started| started + max_wait);
+                let timed_out = tokio::select! {
+                    _ = head.changed() => false,
+                    _ = self.signal.changed() => false,
+                    _ = sleep_until_opt(deadline) => true,
+                };
+                if timed_out && !pending.is_empty() {
+                    let batch = std::mem::take(&mut pending);
+                    pending_bytes = 0;
+                    batch_started = None;
+                    if let Delivery::Done = self.deliver(batch).await {
+                        self.commit(pending_commit);
+                        last_commit_at = Instant::now();
+                    }
+                }
+                continue;
+            }
+
+            for record in records {
+                let per_event_bytes = record.bytes / record.events.len().max(1);
+                let count = record.events.len();
+                for (index, event) in record.events.iter().enumerate() {
+                    if !self.parts.rollout.admits(&self.parts.rollout_seed, event) {
+                        SinkStats::add(&self.parts.stats.dropped_rollout, 1);
+                        continue;
+                    }
+                    match (self.parts.stage)(event) {
+                        StageOutcome::Keep(kept) => {
+                            SinkStats::add(&self.parts.stats.offered, 1);
+                            pending.push(kept);
+                            pending_bytes += per_event_bytes;
+                            batch_started.get_or_insert_with(Instant::now);
+                        }
+                        StageOutcome::DropConsent => SinkStats::add(&self.parts.stats.dropped_consent, 1),
+                        StageOutcome::DropSanitizer => {
+                            SinkStats::add(&self.parts.stats.dropped_sanitizer, 1)
+                        }
+                    }
+                    if pending.len() >= max_events || pending_bytes >= max_bytes {
+                        let last_of_record = index + 1 == count;
+                        let commit_to = if last_of_record { record.seq + 1 } else { record.seq };
+                        let batch = std::mem::take(&mut pending);
+                        pending_bytes = 0;
+                        batch_started = None;
+                        match self.deliver(batch).await {
+                            Delivery::Done => {
+                                self.commit(commit_to.max(pending_commit));
+                                last_commit_at = Instant::now();
+                            }
+                            Delivery::Interrupted => return,
+                        }
+                    }
+                }
+                // Everything before here is now delivered, filtered out, or in `pending`.
+                read_position = record.seq + 1;
+                pending_commit = read_position;
+            }
+            if pending.is_empty() && last_commit_at.elapsed() >= Duration::from_secs(1) {
+                // Everything read was filtered out: move the cursor now and then, not per record.
+                self.commit(read_position);
+                last_commit_at = Instant::now();
+            } else if !pending.is_empty() && batch_started.is_some_and(|s| s.elapsed() >= max_wait) {
+                let batch = std::mem::take(&mut pending);
+                pending_bytes = 0;
+                batch_started = None;
+                match self.deliver(batch).await {
+                    Delivery::Done => {
+                        self.commit(read_position);
+                        last_commit_at = Instant::now();
+                    }
+                    Delivery::Interrupted => return,
+                }
+            }
+        }
+        tracing::info!(sink = %name, "sink runner stopped");
+    }
+
+    async fn read(&self, from: u64) -> Result<Vec<Record>, String> {
+        let log = self.parts.log.clone();
+        if from >= log.head() {
+            return Ok(Vec::new());
+        }
+        tokio::task::spawn_blocking(move || log.read(from, 256))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    fn commit(&self, next_seq: u64) {
+        if let Err(error) = self.parts.log.commit(&self.parts.name, next_seq) {
+            tracing::error!(sink = %self.parts.name, %error, "cannot persist the sink's cursor");
+        }
+    }
+
+    fn next_jitter(&mut self) -> u64 {
+        // xorshift64*: jitter needs spread, not cryptographic quality.
+        let mut x = self.jitter_state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.jitter_state = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Full-jitter exponential backoff: uniform in [0, min(cap, initial * 2^(attempt-1))].
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        let retry = &self.parts.settings.retry;
+        let exponent = attempt.saturating_sub(1).min(30);
+        let ceiling = retry
+            .initial_backoff_ms
+            .saturating_mul(1u64 << exponent)
+            .min(retry.max_backoff_ms)
+            .max(1);
+        Duration::from_millis(self.next_jitter() % (ceiling + 1))
+    }
+
+    async fn deliver(&mut self, batch: Vec<Arc<Event>>) -> Delivery {
+        let size = batch.len();
+        let started = Instant::now();
+        let shadow = self.parts.rollout.is_shadow();
+        let retry = self.parts.settings.retry.clone();
+        let max_attempts = if shadow {
+            SHADOW_MAX_ATTEMPTS
+        } else {
+            retry.max_attempts
+        };
+        let max_duration = Duration::from_secs(retry.max_retry_duration_secs);
+        let mut attempts = 0u32;
+        SinkStats::add(&self.parts.stats.batches, 1);
+        loop {
+            attempts += 1;
+            let outcome = self.parts.sink.send(&batch).await;
+            let error = match outcome {
+                Ok(()) => {
+                    SinkStats::add(&self.parts.stats.delivered, size);
+                    return Delivery::Done;
+                }
+                Err(error) => error,
+            };
+            SinkStats::add(&self.parts.stats.failed_attempts, 1);
+            let message = error.to_string();
+            self.record_error(&message);
+            let give_up = match &error {
+                SendError::Permanent(_) => true,
+                _ => {
+                    (max_attempts > 0 && attempts >= max_attempts)
+                        || (max_attempts == 0 && started.elapsed() >= max_duration)
+                }
+            };
+            if give_up {
+                if shadow {
+                    SinkStats::add(&self.parts.stats.dropped_shadow, size);
+                    tracing::warn!(sink = %self.parts.name, events = size, attempts, error = %message, "shadow sink: batch dropped");
+                } else {
+                    self.dead_letter(&batch, &message, attempts);
+                }
+                return Delivery::Done;
+            }
+            let wait = match &error {
+                SendError::RateLimited { retry_after: Some(after), .. } => {
+                    (*after).min(Duration::from_millis(retry.max_backoff_ms.max(1000)))
+                }
+                _ => self.backoff(attempts),
+            };
+            tracing::warn!(sink = %self.parts.name, events = size, attempts, wait_ms = wait.as_millis() as u64, error = %message, "send failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = wait_for_shutdown(&mut self.signal) => return Delivery::Interrupted,
+            }
+        }
+    }
+
+    fn dead_letter(&self, batch: &[Arc<Event>], message: &str, attempts: u32) {
+        SinkStats::add(&self.parts.stats.dead_lettered, batch.len());
+        tracing::error!(sink = %self.parts.name, events = batch.len(), attempts, error = %message, "batch dead-lettered");
+        if let Err(error) = self.parts.dead_letters.put(batch, message, attempts) {
+            tracing::error!(sink = %self.parts.name, %error, "cannot write dead letters");
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_for_shutdown(signal: &mut watch::Receiver<RunnerSignal>) {
+    loop {
+        if *signal.borrow() == RunnerSignal::Shutdown {
+            return;
+        }
+        if signal.changed().await.is_err() {
+            return;
+        }
+    }
+}

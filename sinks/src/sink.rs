@@ -1,0 +1,57 @@
+//! The `Sink` trait every destination implements, and the failure classification the delivery layer acts on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use switchyard_schemas::Event;
+
+use crate::settings::SinkKind;
+
+/// Why a send failed, which decides what the delivery layer does next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// A transient failure (network, timeout, 5xx): retried with backoff.
+    #[error("retryable: {0}")]
+    Retryable(String),
+    /// The destination asked us to slow down (429/503); retried after `retry_after` when given.
+    #[error("rate limited: {message}")]
+    RateLimited { retry_after: Option<Duration>, message: String },
+    /// The destination refused the batch itself (bad data, schema mismatch): never retried, the batch
+    /// goes to the sink's dead-letter store with this message.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// A sink could not be built or started (bad settings, unreachable at start-up).
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("i/o error on {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+/// A destination for events. Implementations translate and send; they do not retry or batch.
+#[async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// Prepares the destination (creates directories, tables) and checks it is reachable.
+    async fn start(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Sends one batch. Either the whole batch is accepted, or the error says what to do with it.
+    async fn send(&self, batch: &[Arc<Event>]) -> Result<(), SendError>;
+
+    /// A cheap reachability check for `/ready`.
+    async fn health(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Builds the sink for a configured type. `name` is only used in error messages.
+pub fn build_sink(name: &str, kind: &SinkKind) -> Result<Arc<dyn Sink>, SinkError> {
+    match kind {
+        SinkKind::File(config) => Ok(Arc::new(crate::file::FileSink::new(name, config.clone()))),
+    }
+}
