@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod cli;
 pub mod engine;
 pub mod http;
 pub mod ingest;

@@ -213,6 +213,9 @@ impl PiiDetector {
             return;
         }
         let f = Features::scan(text.as_bytes());
+        if !f.any() {
+            return;
+        }
         let r = self.rules;
         let on = |k: PiiKind| self.enabled(k);
         // Most specific first, so contains_pii() can stop early on the cheapest evidence.
@@ -220,13 +223,13 @@ impl PiiDetector {
             return;
         }
         if on(PiiKind::ApiKey) {
-            if f.max_word_run >= 10 && scan_plain(&r.keys, text, false, emit, key_candidate) {
+            if f.key_prefix && scan_plain(&r.keys, text, false, emit, key_candidate) {
                 return;
             }
-            if (f.eq || f.colon) && scan_caps(r, Rule::Labelled, text, emit) {
+            if f.secret_label && scan_caps(r, Rule::Labelled, text, emit) {
                 return;
             }
-            if f.max_word_run >= 5 && f.space_or_colon && scan_caps(r, Rule::Auth, text, emit) {
+            if f.auth_word && scan_caps(r, Rule::Auth, text, emit) {
                 return;
             }
             if f.scheme && f.at && scan_caps(r, Rule::UrlCred, text, emit) {
@@ -234,50 +237,39 @@ impl PiiDetector {
             }
         }
         if on(PiiKind::CreditCard)
-            && (f.max_digit_run >= 13 || (f.digits >= 13 && f.space_or_dash))
+            && f.card_shape
             && scan_plain(&r.card, text, true, emit, card_candidate)
         {
             return;
         }
         if on(PiiKind::Ssn) {
-            if f.digits >= 9
-                && f.space_or_dash
-                && scan_plain(&r.ssn, text, true, emit, ssn_candidate)
-            {
+            if f.ssn_shape && scan_plain(&r.ssn, text, true, emit, ssn_candidate) {
                 return;
             }
-            if f.max_digit_run >= 9 && scan_caps(r, Rule::SsnLabelled, text, emit) {
+            if f.ssn_label && f.max_digit_run >= 9 && scan_caps(r, Rule::SsnLabelled, text, emit) {
                 return;
             }
         }
-        if on(PiiKind::Email)
-            && (f.at || f.pct40)
-            && scan_plain(&r.email, text, false, emit, email_candidate)
-        {
+        if on(PiiKind::Email) && f.email && scan_plain(&r.email, text, false, emit, email_candidate) {
             return;
         }
-        if on(PiiKind::Phone) && f.digits >= 8 {
-            if (f.plus || f.pct)
+        if on(PiiKind::Phone) {
+            if f.intl_start
+                && f.digits >= 8
                 && scan_plain(&r.phone_intl, text, true, emit, phone_intl_candidate)
             {
                 return;
             }
-            if f.digits >= 10
-                && f.phone_sep
-                && scan_plain(&r.phone_us, text, true, emit, phone_us_candidate)
-            {
+            if f.phone_shape && scan_plain(&r.phone_us, text, true, emit, phone_us_candidate) {
                 return;
             }
         }
         if on(PiiKind::Ip) {
-            if f.digits >= 4
-                && f.dots >= 3
-                && scan_plain(&r.ipv4, text, true, emit, ipv4_candidate)
-            {
+            if f.ipv4_shape && scan_plain(&r.ipv4, text, true, emit, ipv4_candidate) {
                 return;
             }
-            if f.colons >= 2 && scan_plain(&r.ipv6, text, true, emit, ipv6_candidate) {
-                // last rule: nothing to skip
+            if f.colons >= 2 {
+                scan_plain(&r.ipv6, text, true, emit, ipv6_candidate);
             }
         }
     }
@@ -353,86 +345,249 @@ fn resolve(mut cands: Vec<Cand>) -> Vec<PiiMatch> {
 // Byte-level prefilter
 // ---------------------------------------------------------------------------------------------
 
-/// Cheap facts about a string, computed in one pass, used to skip rules that cannot match.
+/// Cheap facts about a string, computed in one byte pass. Every flag is a *necessary* condition
+/// for its rule to produce a validated match (so gating never loses recall), and precise enough
+/// that typical analytics strings (URLs, UUIDs, timestamps, user agents) run no regex at all.
 #[derive(Debug, Default)]
 struct Features {
     digits: u32,
     max_digit_run: u32,
-    /// Longest run of `[A-Za-z0-9_-]`.
-    max_word_run: u32,
-    dots: u32,
     colons: u32,
     at: bool,
-    pct: bool,
-    pct40: bool,
-    plus: bool,
-    eq: bool,
-    colon: bool,
-    space_or_dash: bool,
-    space_or_colon: bool,
-    phone_sep: bool,
-    eyj: bool,
+    email: bool,
     scheme: bool,
+    eyj: bool,
+    key_prefix: bool,
+    secret_label: bool,
+    auth_word: bool,
+    ssn_label: bool,
+    intl_start: bool,
+    /// Digit runs 3,2,4 joined by the same single `-` or ` `.
+    ssn_shape: bool,
+    /// Digit runs (3|4),3,4 joined by 1-2 bytes of ` .-()`.
+    phone_shape: bool,
+    /// Digit runs joined by single ` `/`-` totalling >= 13 digits (or one run >= 13).
+    card_shape: bool,
+    /// Four runs of 1-3 digits joined by single dots.
+    ipv4_shape: bool,
+}
+
+/// A completed digit run: its length and the (up to 2 first) bytes of the gap before it.
+#[derive(Debug, Default, Clone, Copy)]
+struct DigitRun {
+    len: u32,
+    gap: u32,
+    gap_bytes: [u8; 2],
+}
+
+/// Known secret prefixes (checked at word starts), grouped by first byte for speed.
+fn key_prefix_at(rest: &[u8]) -> bool {
+    let any = |ps: &[&[u8]]| ps.iter().any(|p| rest.starts_with(p));
+    let hex_after = |n: usize| rest.len() >= n + 32 && rest[n..n + 32].iter().all(u8::is_ascii_hexdigit);
+    match rest[0] {
+        b'A' => {
+            any(&[
+                b"AKIA", b"ASIA", b"AGPA", b"AIDA", b"AROA", b"AIPA", b"ANPA", b"ANVA", b"ABIA",
+                b"ACCA", b"A3T", b"AIza",
+            ]) || (rest.starts_with(b"AC") && hex_after(2))
+        }
+        b'S' => rest.starts_with(b"SG.") || (rest.starts_with(b"SK") && hex_after(2)),
+        b's' => any(&[b"sk_live_", b"sk_test_", b"sk-", b"shp"]),
+        b'r' => any(&[b"rk_live_", b"rk_test_"]),
+        b'p' => any(&[b"pk_live_", b"pk_test_", b"phx_", b"pypi-"]),
+        b'w' => rest.starts_with(b"whsec_"),
+        b'g' => any(&[b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_", b"github_pat_", b"glpat-"]),
+        b'x' => any(&[b"xox", b"xapp-"]),
+        b'h' => any(&[b"https://hooks.slack.com/", b"hf_"]),
+        b'n' => rest.starts_with(b"npm_"),
+        b'y' => rest.starts_with(b"ya29."),
+        b'd' => rest.starts_with(b"dop_v1_"),
+        b'l' => rest.starts_with(b"lin_api_"),
+        b'k' => rest.starts_with(b"key-"),
+        b'-' => rest.starts_with(b"-----BEGIN"),
+        _ => false,
+    }
+}
+
+fn starts_with_ci(rest: &[u8], word: &[u8]) -> bool {
+    rest.len() >= word.len() && rest[..word.len()].eq_ignore_ascii_case(word)
+}
+
+fn ends_with_ci(s: &[u8], word: &[u8]) -> bool {
+    s.len() >= word.len() && s[s.len() - word.len()..].eq_ignore_ascii_case(word)
+}
+
+/// Suffixes of every parameter name the labelled-secret rule accepts.
+const LABEL_SUFFIXES: &[&[u8]] = &[
+    b"key", b"token", b"secret", b"password", b"passwd", b"passphrase", b"pwd", b"pass", b"sig",
+    b"signature",
+];
+
+/// At a `=` / `:` at `i`: is it preceded by a secret-ish name (`token=`, `"api_key": `)?
+fn secret_label_before(b: &[u8], i: usize) -> bool {
+    let mut j = i;
+    while j > 0 && matches!(b[j - 1], b' ' | b'\t') {
+        j -= 1;
+    }
+    if j > 0 && matches!(b[j - 1], b'"' | b'\'') {
+        j -= 1;
+    }
+    let end = j;
+    while j > 0 && (b[j - 1].is_ascii_alphanumeric() || matches!(b[j - 1], b'_' | b'.' | b'-')) {
+        j -= 1;
+    }
+    let name = &b[j..end];
+    !name.is_empty() && LABEL_SUFFIXES.iter().any(|w| ends_with_ci(name, w))
+}
+
+fn is_email_local(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-' | b'\'')
 }
 
 impl Features {
+    fn any(&self) -> bool {
+        self.eyj
+            || self.key_prefix
+            || self.secret_label
+            || self.auth_word
+            || (self.scheme && self.at)
+            || self.card_shape
+            || self.ssn_shape
+            || (self.ssn_label && self.max_digit_run >= 9)
+            || self.email
+            || (self.intl_start && self.digits >= 8)
+            || self.phone_shape
+            || self.ipv4_shape
+            || self.colons >= 2
+    }
+
     fn scan(b: &[u8]) -> Features {
         let mut f = Features::default();
-        let mut drun = 0u32;
-        let mut wrun = 0u32;
-        for (i, &c) in b.iter().enumerate() {
-            if c.is_ascii_digit() {
+        let n = b.len();
+        let mut run = 0u32; // current digit run
+        let mut gap = 0u32; // non-digit bytes since the last run
+        let mut gap_bytes = [0u8; 2];
+        let mut cur = DigitRun::default(); // gap info for the run in progress
+        let mut hist = [DigitRun::default(); 2]; // the two previous completed runs
+        let mut card_chain = 0u32;
+        let mut dot_chain = 0u32;
+        let mut i = 0;
+        while i <= n {
+            let c = if i < n { b[i] } else { b' ' };
+            if c.is_ascii_digit() && i < n {
+                if run == 0 {
+                    cur = DigitRun {
+                        len: 0,
+                        gap,
+                        gap_bytes,
+                    };
+                }
+                run += 1;
                 f.digits += 1;
-                drun += 1;
-                wrun += 1;
-                f.max_digit_run = f.max_digit_run.max(drun);
-                f.max_word_run = f.max_word_run.max(wrun);
+                i += 1;
                 continue;
             }
-            drun = 0;
-            if c.is_ascii_alphabetic() || c == b'_' || c == b'-' {
-                wrun += 1;
-                f.max_word_run = f.max_word_run.max(wrun);
-                if c == b'J' && i >= 2 && b[i - 2] == b'e' && b[i - 1] == b'y' {
-                    f.eyj = true;
-                }
-                if c == b'-' {
-                    f.space_or_dash = true;
-                    f.phone_sep = true;
-                }
-                continue;
+            if run > 0 {
+                // A digit run just ended: update the structural shapes.
+                cur.len = run;
+                f.max_digit_run = f.max_digit_run.max(run);
+                let [h1, h2] = hist;
+                let single = |r: &DigitRun, seps: &[u8]| r.gap == 1 && seps.contains(&r.gap_bytes[0]);
+                card_chain = if single(&cur, b" -") && card_chain > 0 {
+                    card_chain + run
+                } else {
+                    run
+                };
+                f.card_shape |= card_chain >= 13;
+                dot_chain = if run > 3 {
+                    0
+                } else if single(&cur, b".") && dot_chain > 0 {
+                    dot_chain + 1
+                } else {
+                    1
+                };
+                f.ipv4_shape |= dot_chain >= 4;
+                f.ssn_shape |= h1.len == 3
+                    && h2.len == 2
+                    && run == 4
+                    && single(&h2, b"- ")
+                    && cur.gap == 1
+                    && cur.gap_bytes[0] == h2.gap_bytes[0];
+                let phone_gap = |r: &DigitRun| {
+                    (1..=2).contains(&r.gap)
+                        && r.gap_bytes[..r.gap as usize]
+                            .iter()
+                            .all(|g| matches!(g, b' ' | b'.' | b'-' | b'(' | b')'))
+                };
+                f.phone_shape |= (h1.len == 3 || h1.len == 4)
+                    && h2.len == 3
+                    && run == 4
+                    && phone_gap(&h2)
+                    && single(&cur, b" .-");
+                hist = [h2, cur];
+                run = 0;
+                gap = 0;
             }
-            wrun = 0;
+            if i == n {
+                break;
+            }
+            if gap < 2 {
+                gap_bytes[gap as usize] = c;
+            }
+            gap += 1;
+            let word_start = c.is_ascii_alphanumeric() && (i == 0 || !b[i - 1].is_ascii_alphanumeric());
+            if word_start {
+                let rest = &b[i..];
+                if !f.key_prefix && key_prefix_at(rest) {
+                    f.key_prefix = true;
+                }
+                match c | 0x20 {
+                    b'e' => {
+                        f.eyj |= rest.starts_with(b"eyJ")
+                            && !(i > 0 && matches!(b[i - 1], b'_' | b'-'));
+                    }
+                    b'b' => {
+                        f.auth_word |= starts_with_ci(rest, b"bearer") || starts_with_ci(rest, b"basic");
+                    }
+                    b'a' => f.auth_word |= starts_with_ci(rest, b"authorization"),
+                    b's' => {
+                        f.ssn_label |= starts_with_ci(rest, b"ssn") || starts_with_ci(rest, b"social");
+                    }
+                    _ => {}
+                }
+            }
             match c {
-                b' ' | b'\t' => {
-                    f.space_or_dash = true;
-                    f.space_or_colon = true;
-                    f.phone_sep = true;
-                }
-                b'.' => {
-                    f.dots += 1;
-                    f.phone_sep = true;
-                }
-                b'(' => f.phone_sep = true,
                 b':' => {
-                    f.colon = true;
-                    f.space_or_colon = true;
                     f.colons += 1;
                     if b.get(i + 1) == Some(&b'/') && b.get(i + 2) == Some(&b'/') {
                         f.scheme = true;
                     }
+                    f.secret_label |= !f.secret_label && secret_label_before(b, i);
                 }
-                b'@' => f.at = true,
+                b'=' => f.secret_label |= !f.secret_label && secret_label_before(b, i),
+                b'@' => {
+                    f.at = true;
+                    f.email |= i > 0
+                        && is_email_local(b[i - 1])
+                        && b.get(i + 1).is_some_and(u8::is_ascii_alphanumeric);
+                }
                 b'%' => {
-                    f.pct = true;
-                    if b.get(i + 1) == Some(&b'4') && b.get(i + 2) == Some(&b'0') {
-                        f.pct40 = true;
+                    let rest = &b[i..];
+                    if rest.starts_with(b"%40") {
+                        f.email |= i > 0
+                            && is_email_local(b[i - 1])
+                            && b.get(i + 3).is_some_and(u8::is_ascii_alphanumeric);
+                    } else if starts_with_ci(rest, b"%2b") {
+                        f.intl_start |= b.get(i + 3).is_some_and(|d| d.is_ascii_digit() || *d == b'(');
                     }
                 }
-                b'+' => f.plus = true,
-                b'=' => f.eq = true,
+                b'+' => {
+                    f.intl_start |= b.get(i + 1).is_some_and(|d| d.is_ascii_digit() || *d == b'(');
+                }
+                b'-' if !f.key_prefix && b[i..].starts_with(b"-----BEGIN") => f.key_prefix = true,
                 _ => {}
             }
+            i += 1;
         }
         f
     }

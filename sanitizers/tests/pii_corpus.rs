@@ -517,12 +517,17 @@ fn latency() {
         "Authorization: Bearer 8f14e45fceea167a5a36dedd4bea2543",
     ];
     for c in cases {
-        let n = 200_000;
-        let start = Instant::now();
-        for _ in 0..n {
-            black_box(d.contains_pii(black_box(c)));
-        }
-        let per = start.elapsed().as_nanos() as f64 / n as f64;
+        // Best of several rounds: the machine may be shared.
+        let n = 50_000;
+        let per = (0..7)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..n {
+                    black_box(d.contains_pii(black_box(c)));
+                }
+                start.elapsed().as_nanos() as f64 / n as f64
+            })
+            .fold(f64::INFINITY, f64::min);
         println!("{per:>8.1} ns  contains_pii({c:?}) = {}", d.contains_pii(c));
     }
 }
