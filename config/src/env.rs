@@ -9,7 +9,11 @@ pub(crate) fn substitute_table(
     problems: &mut Vec<ConfigProblem>,
 ) {
     for (key, value) in table.iter_mut() {
-        let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+        let child = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
         substitute_value(value, &child, lookup, problems);
     }
 }
@@ -25,7 +29,10 @@ fn substitute_value(
             if text.contains("${") {
                 match substitute(text, lookup) {
                     Ok(replaced) => *text = replaced,
-                    Err(message) => problems.push(ConfigProblem { path: path.to_string(), message }),
+                    Err(message) => problems.push(ConfigProblem {
+                        path: path.to_string(),
+                        message,
+                    }),
                 }
             }
         }
@@ -40,7 +47,10 @@ fn substitute_value(
 }
 
 /// Replaces every `${NAME}` in `text`; `$${` is a literal `${`.
-pub(crate) fn substitute(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn substitute(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut output = String::with_capacity(text.len());
     let mut rest = text;
     let mut missing = Vec::new();
@@ -59,7 +69,9 @@ pub(crate) fn substitute(text: &str, lookup: &dyn Fn(&str) -> Option<String>) ->
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !name.starts_with(|c: char| c.is_ascii_digit());
             if !valid {
-                return Err(format!("`${{{name}}}` is not a valid environment variable reference"));
+                return Err(format!(
+                    "`${{{name}}}` is not a valid environment variable reference"
+                ));
             }
             match lookup(name) {
                 Some(value) => output.push_str(&value),
@@ -75,6 +87,9 @@ pub(crate) fn substitute(text: &str, lookup: &dyn Fn(&str) -> Option<String>) ->
     if missing.is_empty() {
         Ok(output)
     } else {
-        Err(format!("environment variable {} is not set", missing.join(", ")))
+        Err(format!(
+            "environment variable {} is not set",
+            missing.join(", ")
+        ))
     }
 }

@@ -40,7 +40,11 @@ pub struct ConfigErrors(pub Vec<ConfigProblem>);
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let count = self.0.len();
-        write!(f, "invalid configuration ({count} problem{}):", if count == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "invalid configuration ({count} problem{}):",
+            if count == 1 { "" } else { "s" }
+        )?;
         for problem in &self.0 {
             write!(f, "\n  - {problem}")?;
         }
@@ -50,21 +54,26 @@ impl fmt::Display for ConfigErrors {
 
 impl ConfigErrors {
     fn single(path: &str, message: impl Into<String>) -> ConfigErrors {
-        ConfigErrors(vec![ConfigProblem { path: path.to_string(), message: message.into() }])
+        ConfigErrors(vec![ConfigProblem {
+            path: path.to_string(),
+            message: message.into(),
+        }])
     }
 }
 
 /// Reads and validates a config file, substituting `${VAR}` from the process environment.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| ConfigErrors::single("", format!("cannot read {}: {error}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        ConfigErrors::single("", format!("cannot read {}: {error}", path.display()))
+    })?;
     parse(&text, &|name| std::env::var(name).ok())
 }
 
 /// Parses and validates config text; `lookup` resolves `${VAR}` references.
 pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-    let mut table: toml::Table = toml::from_str(text)
-        .map_err(|error| ConfigErrors::single("", format!("TOML syntax: {}", error.to_string().trim())))?;
+    let mut table: toml::Table = toml::from_str(text).map_err(|error| {
+        ConfigErrors::single("", format!("TOML syntax: {}", error.to_string().trim()))
+    })?;
     let mut problems = Vec::new();
     env::substitute_table(&mut table, "", lookup, &mut problems);
 
@@ -126,8 +135,16 @@ fn deserialize<T: serde::de::DeserializeOwned>(
             };
             let message = error.into_inner().to_string();
             // toml appends "\nin `key`" lines; the path already says where.
-            let message = message.lines().next().unwrap_or_default().trim().to_string();
-            problems.push(ConfigProblem { path: full_path, message });
+            let message = message
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            problems.push(ConfigProblem {
+                path: full_path,
+                message,
+            });
             None
         }
     }
@@ -144,7 +161,11 @@ fn section<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn sanitizer_list(path: &str, value: toml::Value, problems: &mut Vec<ConfigProblem>) -> Vec<SanitizerConfig> {
+fn sanitizer_list(
+    path: &str,
+    value: toml::Value,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<SanitizerConfig> {
     let toml::Value::Array(entries) = value else {
         problems.push(ConfigProblem {
             path: path.into(),
@@ -157,7 +178,10 @@ fn sanitizer_list(path: &str, value: toml::Value, problems: &mut Vec<ConfigProbl
         let entry_path = format!("{path}[{index}]");
         if let Some(sanitizer) = deserialize::<SanitizerConfig>(&entry_path, entry, problems) {
             for (inner, message) in sanitizer.validate() {
-                problems.push(ConfigProblem { path: format!("{entry_path}.{inner}"), message });
+                problems.push(ConfigProblem {
+                    path: format!("{entry_path}.{inner}"),
+                    message,
+                });
             }
             parsed.push(sanitizer);
         }
@@ -181,7 +205,10 @@ fn parse_sink(
         });
     }
     let toml::Value::Table(mut table) = value else {
-        problems.push(ConfigProblem { path, message: "expected a table".into() });
+        problems.push(ConfigProblem {
+            path,
+            message: "expected a table".into(),
+        });
         return None;
     };
     if !table.contains_key("type") {
@@ -202,11 +229,15 @@ fn parse_sink(
         .map(|value| sanitizer_list(&format!("{path}.sanitizers"), value, problems))
         .unwrap_or_default();
     let kind = deserialize::<SinkKind>(&path, toml::Value::Table(table), problems);
-    let common = deserialize::<CommonSinkSettings>(&path, toml::Value::Table(common_table), problems);
+    let common =
+        deserialize::<CommonSinkSettings>(&path, toml::Value::Table(common_table), problems);
     let (kind, mut common) = (kind?, common?);
     common.sanitizers = sanitizers;
     for (inner, message) in kind.validate().into_iter().chain(common.validate()) {
-        problems.push(ConfigProblem { path: format!("{path}.{inner}"), message });
+        problems.push(ConfigProblem {
+            path: format!("{path}.{inner}"),
+            message,
+        });
     }
     Some(SinkSettings { kind, common })
 }
@@ -214,16 +245,26 @@ fn parse_sink(
 fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Checks values across sections.
 fn validate(config: &Config) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
-    let mut push = |path: &str, message: String| problems.push(ConfigProblem { path: path.into(), message });
+    let mut push = |path: &str, message: String| {
+        problems.push(ConfigProblem {
+            path: path.into(),
+            message,
+        })
+    };
     let server = &config.server;
     if server.listen.parse::<std::net::SocketAddr>().is_err() {
-        push("server.listen", format!("`{}` is not an address like 127.0.0.1:8080", server.listen));
+        push(
+            "server.listen",
+            format!("`{}` is not an address like 127.0.0.1:8080", server.listen),
+        );
     }
     if server.max_body_bytes == 0 {
         push("server.max_body_bytes", "must be > 0".into());
@@ -231,10 +272,16 @@ fn validate(config: &Config) -> Vec<ConfigProblem> {
     if server.max_event_bytes == 0 {
         push("server.max_event_bytes", "must be > 0".into());
     } else if server.max_event_bytes > server.max_body_bytes {
-        push("server.max_event_bytes", "must be <= server.max_body_bytes".into());
+        push(
+            "server.max_event_bytes",
+            "must be <= server.max_body_bytes".into(),
+        );
     }
     if server.max_decompressed_bytes < server.max_body_bytes {
-        push("server.max_decompressed_bytes", "must be >= server.max_body_bytes".into());
+        push(
+            "server.max_decompressed_bytes",
+            "must be >= server.max_body_bytes".into(),
+        );
     }
     if server.data_dir.as_os_str().is_empty() {
         push("server.data_dir", "must not be empty".into());
@@ -253,23 +300,35 @@ fn validate(config: &Config) -> Vec<ConfigProblem> {
     let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
     for (name, source) in &config.sources {
         if !is_valid_name(name) {
-            push(&format!("sources.{name}"), "source names may use only letters, digits, '_' and '-'".into());
+            push(
+                &format!("sources.{name}"),
+                "source names may use only letters, digits, '_' and '-'".into(),
+            );
         }
         if source.write_keys.is_empty() {
-            push(&format!("sources.{name}.write_keys"), "must list at least one key".into());
+            push(
+                &format!("sources.{name}.write_keys"),
+                "must list at least one key".into(),
+            );
         }
         for (index, key) in source.write_keys.iter().enumerate() {
             let path = format!("sources.{name}.write_keys[{index}]");
             if key.trim().is_empty() {
                 push(&path, "must not be empty".into());
             } else if let Some(other) = owners.insert(key, name) {
-                push(&path, format!("the same key is also listed for source `{other}`"));
+                push(
+                    &path,
+                    format!("the same key is also listed for source `{other}`"),
+                );
             }
         }
     }
     let delivery = &config.delivery;
     if delivery.max_disk_bytes < 1024 * 1024 {
-        push("delivery.max_disk_bytes", "must be >= 1048576 (1 MiB)".into());
+        push(
+            "delivery.max_disk_bytes",
+            "must be >= 1048576 (1 MiB)".into(),
+        );
     }
     if delivery.segment_bytes < 4096 {
         push("delivery.segment_bytes", "must be >= 4096".into());
@@ -284,7 +343,10 @@ fn validate(config: &Config) -> Vec<ConfigProblem> {
     }
     if let Some(listen) = &config.admin.listen {
         if listen.parse::<std::net::SocketAddr>().is_err() {
-            push("admin.listen", format!("`{listen}` is not an address like 127.0.0.1:9090"));
+            push(
+                "admin.listen",
+                format!("`{listen}` is not an address like 127.0.0.1:9090"),
+            );
         }
     }
     problems

@@ -131,7 +131,9 @@ pub struct RolloutGlobalConfig {
 
 impl Default for RolloutGlobalConfig {
     fn default() -> Self {
-        RolloutGlobalConfig { seed: "switchyard".into() }
+        RolloutGlobalConfig {
+            seed: "switchyard".into(),
+        }
     }
 }
 
@@ -195,11 +197,19 @@ impl IpNet {
         };
         match (self.address, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,

@@ -51,7 +51,10 @@ fn full_contract_example_parses() {
         mode = "shadow"
         by = "message_id"
     "#;
-    let config = parse(text, &|name| (name == "DATA").then(|| "/var/lib/sy".to_string())).unwrap();
+    let config = parse(text, &|name| {
+        (name == "DATA").then(|| "/var/lib/sy".to_string())
+    })
+    .unwrap();
     let local = &config.sinks["local"];
     let SinkKind::File(file) = &local.kind;
     assert_eq!(file.path, std::path::PathBuf::from("/var/lib/sy/events"));
@@ -111,21 +114,25 @@ fn every_problem_is_reported_at_once_with_its_path() {
         "sources.web.write_keys: must list at least one key",
     ];
     for prefix in expected {
-        assert!(found.iter().any(|p| p.starts_with(prefix)), "no `{prefix}` in {found:#?}");
+        assert!(
+            found.iter().any(|p| p.starts_with(prefix)),
+            "no `{prefix}` in {found:#?}"
+        );
     }
 }
 
 #[test]
 fn listen_is_checked_when_the_section_parses() {
     let found = problems("[server]\nlisten = \"nowhere\"\n");
-    assert_eq!(found, vec!["server.listen: `nowhere` is not an address like 127.0.0.1:8080"]);
+    assert_eq!(
+        found,
+        vec!["server.listen: `nowhere` is not an address like 127.0.0.1:8080"]
+    );
 }
 
 #[test]
 fn duplicate_write_keys_across_sources_are_refused() {
-    let found = problems(
-        "[sources.a]\nwrite_keys = [\"k\"]\n[sources.b]\nwrite_keys = [\"k\"]\n",
-    );
+    let found = problems("[sources.a]\nwrite_keys = [\"k\"]\n[sources.b]\nwrite_keys = [\"k\"]\n");
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].contains("also listed for source `a`"));
 }
@@ -140,16 +147,25 @@ fn syntax_errors_name_the_line() {
 
 #[test]
 fn rollout_percent_allows_two_decimals_only() {
-    assert!(problems("[sinks.s]\ntype = \"file\"\npath = \"x\"\n[sinks.s.rollout]\npercent = 0.01\n").is_empty());
-    let found = problems("[sinks.s]\ntype = \"file\"\npath = \"x\"\n[sinks.s.rollout]\npercent = 0.015\n");
-    assert_eq!(found, vec!["sinks.s.rollout.percent: must have at most two decimals"]);
+    assert!(problems(
+        "[sinks.s]\ntype = \"file\"\npath = \"x\"\n[sinks.s.rollout]\npercent = 0.01\n"
+    )
+    .is_empty());
+    let found =
+        problems("[sinks.s]\ntype = \"file\"\npath = \"x\"\n[sinks.s.rollout]\npercent = 0.015\n");
+    assert_eq!(
+        found,
+        vec!["sinks.s.rollout.percent: must have at most two decimals"]
+    );
 }
 
 #[test]
 fn env_substitution_escapes_and_reports() {
     let lookup = |name: &str| (name == "A").then(|| "1".to_string());
     assert_eq!(env::substitute("x${A}y$${A}", &lookup).unwrap(), "x1y${A}");
-    assert!(env::substitute("${B} ${C}", &lookup).unwrap_err().contains("B, C"));
+    assert!(env::substitute("${B} ${C}", &lookup)
+        .unwrap_err()
+        .contains("B, C"));
     assert!(env::substitute("${A", &lookup).is_err());
     assert_eq!(env::substitute("cost: $5", &lookup).unwrap(), "cost: $5");
 }
@@ -160,6 +176,8 @@ fn ip_ranges_match() {
     assert!(net.contains("10.1.2.3".parse().unwrap()));
     assert!(!net.contains("11.1.2.3".parse().unwrap()));
     assert!(net.contains("::ffff:10.0.0.1".parse().unwrap()));
-    assert!(IpNet::parse("::1").unwrap().contains("::1".parse().unwrap()));
+    assert!(IpNet::parse("::1")
+        .unwrap()
+        .contains("::1".parse().unwrap()));
     assert!(IpNet::parse("10.0.0.0/33").is_none());
 }

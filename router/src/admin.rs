@@ -40,7 +40,10 @@ pub fn load_overrides(data_dir: &Path) -> BTreeMap<String, RolloutOverride> {
         .unwrap_or_default()
 }
 
-fn save_overrides(data_dir: &Path, overrides: &BTreeMap<String, RolloutOverride>) -> std::io::Result<()> {
+fn save_overrides(
+    data_dir: &Path,
+    overrides: &BTreeMap<String, RolloutOverride>,
+) -> std::io::Result<()> {
     let path = overrides_path(data_dir);
     let temporary = path.with_extension("json.tmp");
     std::fs::write(&temporary, serde_json::to_vec_pretty(overrides)?)?;
@@ -54,7 +57,9 @@ pub async fn apply_overrides(app: &App) {
     let mut overrides = load_overrides(app.data_dir());
     let mut kept = BTreeMap::new();
     for (name, entry) in std::mem::take(&mut overrides) {
-        let Some(settings) = runtime.config.sinks.get(&name) else { continue };
+        let Some(settings) = runtime.config.sinks.get(&name) else {
+            continue;
+        };
         if settings.common.rollout != entry.config_rollout {
             tracing::info!(sink = %name, "config rollout changed since the runtime override: config wins");
             continue;
@@ -69,7 +74,10 @@ pub async fn apply_overrides(app: &App) {
 
 fn audit(data_dir: &Path, record: serde_json::Value) {
     let result = (|| -> std::io::Result<()> {
-        let mut file = OpenOptions::new().create(true).append(true).open(data_dir.join("audit.ndjson"))?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("audit.ndjson"))?;
         let mut line = serde_json::to_vec(&record)?;
         line.push(b'\n');
         file.write_all(&line)?;
@@ -83,21 +91,32 @@ fn audit(data_dir: &Path, record: serde_json::Value) {
 fn authorize(app: &App, request: &Request<Incoming>) -> Result<(), ApiError> {
     let runtime = app.runtime();
     let Some(token) = runtime.config.admin.token.as_deref() else {
-        return Err(ApiError::not_found("the admin API is disabled: set [admin] token"));
+        return Err(ApiError::not_found(
+            "the admin API is disabled: set [admin] token",
+        ));
     };
     let presented = request
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     let matches = presented.is_some_and(|p| {
-        p.len() == token.len() && p.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        p.len() == token.len()
+            && p.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     });
     if matches {
         Ok(())
     } else {
-        Err(ApiError::unauthorized("missing or wrong admin bearer token"))
+        Err(ApiError::unauthorized(
+            "missing or wrong admin bearer token",
+        ))
     }
 }
 
@@ -120,7 +139,11 @@ struct RolloutChange {
 }
 
 /// Routes `/admin/...`.
-pub async fn route(app: Arc<App>, request: Request<Incoming>, path: &str) -> Result<Response<Body>, ApiError> {
+pub async fn route(
+    app: Arc<App>,
+    request: Request<Incoming>,
+    path: &str,
+) -> Result<Response<Body>, ApiError> {
     authorize(&app, &request)?;
     let method = request.method().clone();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -140,8 +163,9 @@ pub async fn route(app: Arc<App>, request: Request<Incoming>, path: &str) -> Res
             let name = name.to_string();
             let who = caller(&request);
             let body = crate::body::read_limited(request.into_body(), MAX_ADMIN_BODY).await?;
-            let change: RolloutChange = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::bad_request("invalid_rollout", format!("invalid rollout body: {e}")))?;
+            let change: RolloutChange = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::bad_request("invalid_rollout", format!("invalid rollout body: {e}"))
+            })?;
             set_rollout(&app, &name, change, &who).await
         }
         (["admin", "reload"], &Method::POST) => match app.reload().await {
@@ -151,7 +175,10 @@ pub async fn route(app: Arc<App>, request: Request<Incoming>, path: &str) -> Res
                     app.data_dir(),
                     serde_json::json!({"time": now(), "action": "reload", "changes": report, "caller": caller(&request)}),
                 );
-                Ok(json_response(StatusCode::OK, &serde_json::json!({"reloaded": true, "changes": report})))
+                Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({"reloaded": true, "changes": report}),
+                ))
             }
             Err(problems) => Ok(json_response(
                 StatusCode::BAD_REQUEST,
@@ -166,7 +193,11 @@ pub async fn route(app: Arc<App>, request: Request<Incoming>, path: &str) -> Res
 }
 
 fn method_not_allowed(allow: &'static str) -> ApiError {
-    let mut error = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("this endpoint accepts {allow}"));
+    let mut error = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this endpoint accepts {allow}"),
+    );
     error.allow = Some(allow);
     error
 }
@@ -175,7 +206,12 @@ fn now() -> String {
     switchyard_schemas::time::format_timestamp(&chrono::Utc::now())
 }
 
-async fn set_rollout(app: &App, name: &str, change: RolloutChange, who: &str) -> Result<Response<Body>, ApiError> {
+async fn set_rollout(
+    app: &App,
+    name: &str,
+    change: RolloutChange,
+    who: &str,
+) -> Result<Response<Body>, ApiError> {
     let runtime = app.runtime();
     let Some(settings) = runtime.config.sinks.get(name) else {
         return Err(ApiError::not_found(format!("no sink named `{name}`")));
@@ -195,7 +231,11 @@ async fn set_rollout(app: &App, name: &str, change: RolloutChange, who: &str) ->
     };
     let problems = wanted.validate();
     if !problems.is_empty() {
-        let message = problems.iter().map(|(path, m)| format!("{path}: {m}")).collect::<Vec<_>>().join("; ");
+        let message = problems
+            .iter()
+            .map(|(path, m)| format!("{path}: {m}"))
+            .collect::<Vec<_>>()
+            .join("; ");
         return Err(ApiError::bad_request("invalid_rollout", message));
     }
     let previous = app
@@ -206,15 +246,25 @@ async fn set_rollout(app: &App, name: &str, change: RolloutChange, who: &str) ->
     let mut overrides = load_overrides(app.data_dir());
     overrides.insert(
         name.to_string(),
-        RolloutOverride { rollout: wanted, config_rollout: settings.common.rollout },
+        RolloutOverride {
+            rollout: wanted,
+            config_rollout: settings.common.rollout,
+        },
     );
     save_overrides(app.data_dir(), &overrides).map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "persist_failed", format!("rollout applied but not persisted: {e}"))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "persist_failed",
+            format!("rollout applied but not persisted: {e}"),
+        )
     })?;
     audit(
         app.data_dir(),
         serde_json::json!({"time": now(), "action": "rollout", "sink": name, "old": previous, "new": wanted, "caller": who}),
     );
     tracing::info!(sink = %name, old_percent = previous.percent, new_percent = wanted.percent, caller = %who, "rollout changed");
-    Ok(json_response(StatusCode::OK, &serde_json::json!({"sink": name, "old": previous, "new": wanted})))
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({"sink": name, "old": previous, "new": wanted}),
+    ))
 }

@@ -28,17 +28,35 @@ pub struct Runtime {
 impl Runtime {
     /// Prepares a validated config; fails when a sanitizer cannot be built (e.g. a missing salt).
     pub fn new(config: Config) -> Result<Runtime, Vec<String>> {
-        let global_chain = Chain::build(&config.sanitizers, "sanitizers", &|name| std::env::var(name).ok())
-            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        let global_chain = Chain::build(&config.sanitizers, "sanitizers", &|name| {
+            std::env::var(name).ok()
+        })
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         let mut write_keys = HashMap::new();
         for (source, settings) in &config.sources {
             for key in &settings.write_keys {
                 write_keys.insert(key.clone(), source.clone());
             }
         }
-        let trusted_proxies = config.server.trusted_proxies.iter().filter_map(|p| IpNet::parse(p)).collect();
-        let opt_out_headers = config.consent.opt_out_headers.iter().map(|h| h.to_ascii_lowercase()).collect();
-        Ok(Runtime { config, write_keys, global_chain, trusted_proxies, opt_out_headers })
+        let trusted_proxies = config
+            .server
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| IpNet::parse(p))
+            .collect();
+        let opt_out_headers = config
+            .consent
+            .opt_out_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        Ok(Runtime {
+            config,
+            write_keys,
+            global_chain,
+            trusted_proxies,
+            opt_out_headers,
+        })
     }
 
     /// The source a write key belongs to. With no sources configured, ingest is open (`default`).
@@ -63,7 +81,10 @@ fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
     if left.len() != right.len() {
         return false;
     }
-    left.iter().zip(right).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    left.iter()
+        .zip(right)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }
 
 /// Ingest counters since start.
@@ -129,11 +150,18 @@ pub struct App {
 
 impl App {
     /// Opens the log, starts every sink, and returns the running app.
-    pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Arc<App>, StartError> {
+    pub async fn start(
+        config: Config,
+        config_path: Option<PathBuf>,
+    ) -> Result<Arc<App>, StartError> {
         let runtime = Runtime::new(config.clone()).map_err(StartError::Setup)?;
         let data_dir = config.server.data_dir.clone();
-        std::fs::create_dir_all(&data_dir)
-            .map_err(|e| StartError::Setup(vec![format!("server.data_dir = {}: {e}", data_dir.display())]))?;
+        std::fs::create_dir_all(&data_dir).map_err(|e| {
+            StartError::Setup(vec![format!(
+                "server.data_dir = {}: {e}",
+                data_dir.display()
+            )])
+        })?;
         let delivery = &config.delivery;
         let durable = delivery.durability == Durability::Disk;
         let log = IngestLog::open(LogOptions {
@@ -159,11 +187,17 @@ impl App {
             config.rollout.seed.clone(),
             durable.then(|| data_dir.join("dead-letters")),
         );
-        engine.apply(&config.sinks, &config.consent).await.map_err(StartError::Setup)?;
+        engine
+            .apply(&config.sinks, &config.consent)
+            .await
+            .map_err(StartError::Setup)?;
         if config.sources.is_empty() {
             tracing::warn!("no [sources] configured: ingest is open to any client");
         }
-        let syncer = switchyard_sinks::log::spawn_syncer(log.clone(), Duration::from_millis(delivery.fsync_interval_ms.max(1)));
+        let syncer = switchyard_sinks::log::spawn_syncer(
+            log.clone(),
+            Duration::from_millis(delivery.fsync_interval_ms.max(1)),
+        );
         Ok(Arc::new(App {
             runtime: RwLock::new(Arc::new(runtime)),
             log,
@@ -179,7 +213,10 @@ impl App {
 
     /// The config-derived state in force now.
     pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.runtime
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether the data dir is writable and the sinks started.
@@ -189,8 +226,12 @@ impl App {
             problems.push("shutting down".to_string());
         }
         let probe = self.data_dir.join(".ready-probe");
-        if let Err(error) = std::fs::write(&probe, b"ok").and_then(|_| std::fs::remove_file(&probe)) {
-            problems.push(format!("data dir {} is not writable: {error}", self.data_dir.display()));
+        if let Err(error) = std::fs::write(&probe, b"ok").and_then(|_| std::fs::remove_file(&probe))
+        {
+            problems.push(format!(
+                "data dir {} is not writable: {error}",
+                self.data_dir.display()
+            ));
         }
         problems
     }
@@ -199,7 +240,9 @@ impl App {
     pub async fn reload(&self) -> Result<ReloadReport, Vec<String>> {
         let _guard = self.reload_lock.lock().await;
         let Some(path) = &self.config_path else {
-            return Err(vec!["running on the built-in config: there is no file to reload".into()]);
+            return Err(vec![
+                "running on the built-in config: there is no file to reload".into(),
+            ]);
         };
         let config = switchyard_config::load_file(path)
             .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
@@ -210,9 +253,11 @@ impl App {
     pub async fn apply_config(&self, config: Config) -> Result<ReloadReport, Vec<String>> {
         let current = self.runtime();
         let mut problems = Vec::new();
-        for (key, old, new) in [
-            ("server.listen", &current.config.server.listen, &config.server.listen),
-        ] {
+        for (key, old, new) in [(
+            "server.listen",
+            &current.config.server.listen,
+            &config.server.listen,
+        )] {
             if old != new {
                 problems.push(format!("{key}: changing it needs a restart"));
             }

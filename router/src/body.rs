@@ -14,10 +14,16 @@ pub async fn read_limited(body: Incoming, max_bytes: usize) -> Result<Bytes, Api
     match Limited::new(body, max_bytes).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) => {
-            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err(too_large(max_bytes))
             } else {
-                Err(ApiError::bad_request("body_read_failed", format!("could not read the request body: {error}")))
+                Err(ApiError::bad_request(
+                    "body_read_failed",
+                    format!("could not read the request body: {error}"),
+                ))
             }
         }
     }
@@ -40,14 +46,20 @@ pub fn is_gzip(body: &[u8]) -> bool {
 pub fn gunzip(body: &[u8], max_inflated: usize) -> Result<Vec<u8>, ApiError> {
     let mut inflated = Vec::with_capacity((body.len() * 4).min(max_inflated));
     let decoder = flate2::read::MultiGzDecoder::new(body);
-    match decoder.take(max_inflated as u64 + 1).read_to_end(&mut inflated) {
+    match decoder
+        .take(max_inflated as u64 + 1)
+        .read_to_end(&mut inflated)
+    {
         Ok(_) if inflated.len() > max_inflated => Err(ApiError::new(
             hyper::StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("decompressed body is over the limit of {max_inflated} bytes"),
         )),
         Ok(_) => Ok(inflated),
-        Err(error) => Err(ApiError::bad_request("bad_gzip", format!("invalid gzip body: {error}"))),
+        Err(error) => Err(ApiError::bad_request(
+            "bad_gzip",
+            format!("invalid gzip body: {error}"),
+        )),
     }
 }
 
@@ -71,7 +83,10 @@ pub fn decode_content(
     if is_gzip(&body) {
         Ok(Bytes::from(gunzip(&body, max_inflated)?))
     } else if matches!(encoding.as_deref(), Some("gzip") | Some("x-gzip")) {
-        Err(ApiError::bad_request("bad_gzip", "Content-Encoding is gzip but the body is not gzip"))
+        Err(ApiError::bad_request(
+            "bad_gzip",
+            "Content-Encoding is gzip but the body is not gzip",
+        ))
     } else {
         Ok(body)
     }
@@ -102,14 +117,23 @@ mod tests {
     #[test]
     fn rejects_lies_and_unknown_encodings() {
         assert_eq!(
-            decode_content(Bytes::from_static(b"{}"), Some("gzip"), 1024).unwrap_err().code,
+            decode_content(Bytes::from_static(b"{}"), Some("gzip"), 1024)
+                .unwrap_err()
+                .code,
             "bad_gzip"
         );
         assert_eq!(
-            decode_content(Bytes::from_static(b"{}"), Some("br"), 1024).unwrap_err().status,
+            decode_content(Bytes::from_static(b"{}"), Some("br"), 1024)
+                .unwrap_err()
+                .status,
             hyper::StatusCode::UNSUPPORTED_MEDIA_TYPE
         );
         let truncated = &gzip(b"hello world")[..10];
-        assert_eq!(decode_content(Bytes::copy_from_slice(truncated), None, 1024).unwrap_err().code, "bad_gzip");
+        assert_eq!(
+            decode_content(Bytes::copy_from_slice(truncated), None, 1024)
+                .unwrap_err()
+                .code,
+            "bad_gzip"
+        );
     }
 }

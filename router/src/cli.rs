@@ -44,7 +44,10 @@ pub fn main() -> ExitCode {
                 }
             };
             crate::run::init_logging(loaded.server.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(error) => {
                     eprintln!("cannot start the async runtime: {error}");

@@ -11,7 +11,9 @@ use serde::Serialize;
 use switchyard_config::ConsentSettings;
 use switchyard_sanitizers::{Chain, SanitizeReport, Verdict};
 use switchyard_sinks::dead_letter::DeadLetterStore;
-use switchyard_sinks::delivery::{EventStage, RunnerHandle, RunnerParts, RunnerSignal, SinkStats, SinkStatsSnapshot, StageOutcome};
+use switchyard_sinks::delivery::{
+    EventStage, RunnerHandle, RunnerParts, RunnerSignal, SinkStats, SinkStatsSnapshot, StageOutcome,
+};
 use switchyard_sinks::log::IngestLog;
 use switchyard_sinks::rollout::RolloutState;
 use switchyard_sinks::settings::{RolloutConfig, SinkSettings};
@@ -72,7 +74,13 @@ fn build_stage(
         &format!("sinks.{name}.sanitizers"),
         &|variable| std::env::var(variable).ok(),
     )
-    .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+    .map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
     let category = settings.common.consent.clone();
     let default_granted = consent.default_granted;
     Ok(Arc::new(move |event| {
@@ -96,7 +104,12 @@ fn build_stage(
 impl Engine {
     /// An engine with no sinks yet.
     pub fn new(log: Arc<IngestLog>, seed: String, dead_letter_dir: Option<PathBuf>) -> Engine {
-        Engine { log, seed, dead_letter_dir, sinks: tokio::sync::Mutex::new(BTreeMap::new()) }
+        Engine {
+            log,
+            seed,
+            dead_letter_dir,
+            sinks: tokio::sync::Mutex::new(BTreeMap::new()),
+        }
     }
 
     /// The ingest log every sink reads.
@@ -113,11 +126,19 @@ impl Engine {
     ) -> Result<(Arc<dyn Sink>, EventStage), String> {
         let stage = build_stage(name, settings, consent)?;
         let sink = build_sink(name, &settings.kind).map_err(|e| format!("sinks.{name}: {e}"))?;
-        sink.start().await.map_err(|e| format!("sinks.{name}: {e}"))?;
+        sink.start()
+            .await
+            .map_err(|e| format!("sinks.{name}: {e}"))?;
         Ok((sink, stage))
     }
 
-    fn launch(&self, name: &str, settings: SinkSettings, sink: Arc<dyn Sink>, stage: EventStage) -> SinkEntry {
+    fn launch(
+        &self,
+        name: &str,
+        settings: SinkSettings,
+        sink: Arc<dyn Sink>,
+        stage: EventStage,
+    ) -> SinkEntry {
         let rollout = Arc::new(RolloutState::new(&settings.common.rollout));
         let stats = Arc::new(SinkStats::default());
         let dead_letters = Arc::new(DeadLetterStore::new(self.dead_letter_dir.as_deref(), name));
@@ -132,7 +153,14 @@ impl Engine {
             log: self.log.clone(),
             dead_letters: dead_letters.clone(),
         });
-        SinkEntry { settings, rollout, stats, dead_letters, sink, runner }
+        SinkEntry {
+            settings,
+            rollout,
+            stats,
+            dead_letters,
+            sink,
+            runner,
+        }
     }
 
     /// Brings the running sinks in line with `wanted`. Every new or changed sink is built and started
@@ -167,7 +195,11 @@ impl Engine {
         if !failures.is_empty() {
             return Err(failures);
         }
-        report.removed = sinks.keys().filter(|name| !wanted.contains_key(*name)).cloned().collect();
+        report.removed = sinks
+            .keys()
+            .filter(|name| !wanted.contains_key(*name))
+            .cloned()
+            .collect();
 
         for name in &report.removed {
             if let Some(entry) = sinks.remove(name) {
@@ -184,11 +216,17 @@ impl Engine {
         for name in &report.changed {
             if let Some(entry) = sinks.remove(name) {
                 // Its cursor stays: the new settings resume where the old ones stopped.
-                entry.runner.stop(RunnerSignal::Shutdown, DRAIN_TIMEOUT).await;
+                entry
+                    .runner
+                    .stop(RunnerSignal::Shutdown, DRAIN_TIMEOUT)
+                    .await;
             }
         }
         for (name, (sink, stage)) in prepared {
-            let settings = wanted.get(&name).cloned().ok_or_else(|| vec![format!("sinks.{name}: vanished")])?;
+            let settings = wanted
+                .get(&name)
+                .cloned()
+                .ok_or_else(|| vec![format!("sinks.{name}: vanished")])?;
             let entry = self.launch(&name, settings, sink, stage);
             sinks.insert(name.clone(), entry);
             tracing::info!(sink = %name, "sink started");
@@ -230,7 +268,10 @@ impl Engine {
     pub async fn health(&self) -> Vec<String> {
         let sinks: Vec<(String, Arc<dyn Sink>)> = {
             let sinks = self.sinks.lock().await;
-            sinks.iter().map(|(name, entry)| (name.clone(), entry.sink.clone())).collect()
+            sinks
+                .iter()
+                .map(|(name, entry)| (name.clone(), entry.sink.clone()))
+                .collect()
         };
         let mut failures = Vec::new();
         for (name, sink) in sinks {
@@ -245,7 +286,11 @@ impl Engine {
     /// runners first drain everything accepted, since nothing survives the exit.
     pub async fn shutdown(&self, timeout: Duration) {
         let mut sinks = self.sinks.lock().await;
-        let how = if self.log.is_durable() { RunnerSignal::Shutdown } else { RunnerSignal::Drain };
+        let how = if self.log.is_durable() {
+            RunnerSignal::Shutdown
+        } else {
+            RunnerSignal::Drain
+        };
         let stops: Vec<_> = std::mem::take(&mut *sinks)
             .into_iter()
             .map(|(name, entry)| async move {

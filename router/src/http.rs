@@ -12,7 +12,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT};
+use hyper::header::{
+    HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT,
+};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -45,7 +47,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), retry_after_secs: None, allow: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+            allow: None,
+        }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -74,10 +82,14 @@ impl ApiError {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
         let mut response = json_response(self.status, &body);
         if let Some(seconds) = self.retry_after_secs {
-            response.headers_mut().insert("retry-after", HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(seconds));
         }
         if let Some(allow) = self.allow {
-            response.headers_mut().insert("allow", HeaderValue::from_static(allow));
+            response
+                .headers_mut()
+                .insert("allow", HeaderValue::from_static(allow));
         }
         response
     }
@@ -88,7 +100,9 @@ pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Bod
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -134,14 +148,22 @@ pub enum Role {
 
 /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting and waits (bounded) for
 /// open requests to finish.
-pub async fn serve(app: Arc<App>, listener: TcpListener, role: Role, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    role: Role,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -176,7 +198,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, role: Role, shutdown: i
     }
     drop(listener);
     let timeout = Duration::from_secs(app.runtime().config.server.shutdown_timeout_secs);
-    if tokio::time::timeout(timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("open connections did not finish in time");
     }
 }
@@ -191,11 +216,21 @@ fn request_id(headers: &HeaderMap) -> String {
 }
 
 /// Routes one request and stamps the common headers.
-pub async fn handle(app: Arc<App>, peer: SocketAddr, request: Request<Incoming>, role: Role) -> Response<Body> {
+pub async fn handle(
+    app: Arc<App>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+    role: Role,
+) -> Response<Body> {
     let request_id = request_id(request.headers());
-    let mut response = route(app, peer, request, &request_id, role).await.unwrap_or_else(ApiError::into_response);
+    let mut response = route(app, peer, request, &request_id, role)
+        .await
+        .unwrap_or_else(ApiError::into_response);
     let headers = response.headers_mut();
-    headers.insert(SERVER_TIME_HEADER, HeaderValue::from(chrono::Utc::now().timestamp_millis()));
+    headers.insert(
+        SERVER_TIME_HEADER,
+        HeaderValue::from(chrono::Utc::now().timestamp_millis()),
+    );
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert(REQUEST_ID_HEADER, value);
     }
@@ -215,19 +250,32 @@ async fn route(
         return crate::admin::route(app, request, &path).await;
     }
     if role == Role::Admin && path != "/health" {
-        return Err(ApiError::not_found(format!("no endpoint at {}", request.uri().path())));
+        return Err(ApiError::not_found(format!(
+            "no endpoint at {}",
+            request.uri().path()
+        )));
     }
     match path.as_str() {
         "/health" => {
             expect_method(&method, &Method::GET, "GET")?;
-            Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+            Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ok"}),
+            ))
         }
         "/ready" => {
             expect_method(&method, &Method::GET, "GET")?;
             let mut problems = app.readiness();
             problems.extend(app.engine.health().await);
-            let status = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            Ok(json_response(status, &serde_json::json!({"ready": problems.is_empty(), "problems": problems})))
+            let status = if problems.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            Ok(json_response(
+                status,
+                &serde_json::json!({"ready": problems.is_empty(), "problems": problems}),
+            ))
         }
         "/v1/batch" => {
             expect_method(&method, &Method::POST, "POST")?;
@@ -238,7 +286,10 @@ async fn route(
                 expect_method(&method, &Method::POST, "POST")?;
                 return ingest(app, peer, request, Some(kind), request_id).await;
             }
-            Err(ApiError::not_found(format!("no endpoint at {}", request.uri().path())))
+            Err(ApiError::not_found(format!(
+                "no endpoint at {}",
+                request.uri().path()
+            )))
         }
     }
 }
@@ -258,7 +309,9 @@ fn basic_auth_key(headers: &HeaderMap) -> Option<String> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let key = text.split_once(':').map(|(user, _)| user).unwrap_or(&text);
     (!key.is_empty()).then(|| key.to_string())
@@ -266,14 +319,20 @@ fn basic_auth_key(headers: &HeaderMap) -> Option<String> {
 
 /// The client's IP: the socket peer, or X-Forwarded-For's nearest untrusted hop when the peer is a
 /// trusted proxy.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[switchyard_config::IpNet]) -> IpAddr {
+pub fn client_ip(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[switchyard_config::IpNet],
+) -> IpAddr {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(peer) {
         return peer;
     }
     let mut client = peer;
     for value in headers.get_all("x-forwarded-for") {
-        let Ok(text) = value.to_str() else { return peer };
+        let Ok(text) = value.to_str() else {
+            return peer;
+        };
         for hop in text.split(',').rev() {
             match hop.trim().parse::<IpAddr>() {
                 Ok(ip) => {
@@ -308,16 +367,27 @@ async fn ingest(
     app.stats.requests.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = request.into_parts();
     if let Some(length) = parts.headers.get(hyper::header::CONTENT_LENGTH) {
-        if length.to_str().ok().and_then(|l| l.parse::<usize>().ok()).is_some_and(|l| l > server.max_body_bytes) {
+        if length
+            .to_str()
+            .ok()
+            .and_then(|l| l.parse::<usize>().ok())
+            .is_some_and(|l| l > server.max_body_bytes)
+        {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
-                format!("request body is over the limit of {} bytes", server.max_body_bytes),
+                format!(
+                    "request body is over the limit of {} bytes",
+                    server.max_body_bytes
+                ),
             ));
         }
     }
     let raw = crate::body::read_limited(body, server.max_body_bytes).await?;
-    let encoding = parts.headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+    let encoding = parts
+        .headers
+        .get(CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
     let body = crate::body::decode_content(raw, encoding, server.max_decompressed_bytes)?;
     let decoded = decode_body(&body, implied_type, server.max_event_bytes)?;
 
@@ -328,15 +398,23 @@ async fn ingest(
     };
 
     let opted_out = runtime.config.consent.disabled
-        || runtime.opt_out_headers.iter().any(|name| header_is_set(&parts.headers, name));
+        || runtime
+            .opt_out_headers
+            .iter()
+            .any(|name| header_is_set(&parts.headers, name));
     if opted_out {
         let dropped = decoded.messages.len();
-        app.stats.dropped_opt_out.fetch_add(dropped as u64, Ordering::Relaxed);
+        app.stats
+            .dropped_opt_out
+            .fetch_add(dropped as u64, Ordering::Relaxed);
         let response = IngestResponse {
             success: true,
             accepted: 0,
             rejected: Vec::new(),
-            dropped: DropCounts { opt_out: dropped, sanitizer: 0 },
+            dropped: DropCounts {
+                opt_out: dropped,
+                sanitizer: 0,
+            },
         };
         return Ok(json_response(StatusCode::OK, &response));
     }
@@ -356,24 +434,34 @@ async fn ingest(
     let mut dropped = DropCounts::default();
     if !runtime.global_chain.is_empty() {
         let mut report = SanitizeReport::default();
-        events.retain_mut(|event| match runtime.global_chain.apply(event, &mut report) {
-            Verdict::Keep => true,
-            Verdict::Drop(_) => {
-                dropped.sanitizer += 1;
-                false
-            }
-        });
+        events.retain_mut(
+            |event| match runtime.global_chain.apply(event, &mut report) {
+                Verdict::Keep => true,
+                Verdict::Drop(_) => {
+                    dropped.sanitizer += 1;
+                    false
+                }
+            },
+        );
     }
     let accepted = events.len();
     if !events.is_empty() {
         let log = app.log.clone();
         let appended = tokio::task::spawn_blocking(move || log.append(events))
             .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("log writer failed: {e}")))?;
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("log writer failed: {e}"),
+                )
+            })?;
         match appended {
             Ok(_) => {}
             Err(LogError::Full { .. }) => {
-                app.stats.refused_full.fetch_add(accepted as u64, Ordering::Relaxed);
+                app.stats
+                    .refused_full
+                    .fetch_add(accepted as u64, Ordering::Relaxed);
                 let mut error = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "log_full",
@@ -392,10 +480,21 @@ async fn ingest(
             }
         }
     }
-    app.stats.accepted.fetch_add(accepted as u64, Ordering::Relaxed);
-    app.stats.rejected.fetch_add(rejected.len() as u64, Ordering::Relaxed);
-    app.stats.dropped_sanitizer.fetch_add(dropped.sanitizer as u64, Ordering::Relaxed);
-    let response = IngestResponse { success: rejected.is_empty(), accepted, rejected, dropped };
+    app.stats
+        .accepted
+        .fetch_add(accepted as u64, Ordering::Relaxed);
+    app.stats
+        .rejected
+        .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+    app.stats
+        .dropped_sanitizer
+        .fetch_add(dropped.sanitizer as u64, Ordering::Relaxed);
+    let response = IngestResponse {
+        success: rejected.is_empty(),
+        accepted,
+        rejected,
+        dropped,
+    };
     Ok(json_response(StatusCode::OK, &response))
 }
 
@@ -407,9 +506,15 @@ mod tests {
     fn forwarded_for_is_used_only_behind_trusted_proxies() {
         let trusted = vec![switchyard_config::IpNet::parse("10.0.0.0/8").unwrap()];
         let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.1, 203.0.113.5, 10.0.0.7"));
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.1, 203.0.113.5, 10.0.0.7"),
+        );
         let proxy: IpAddr = "10.0.0.2".parse().unwrap();
-        assert_eq!(client_ip(proxy, &headers, &trusted).to_string(), "203.0.113.5");
+        assert_eq!(
+            client_ip(proxy, &headers, &trusted).to_string(),
+            "203.0.113.5"
+        );
         let stranger: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(client_ip(stranger, &headers, &trusted), stranger);
         headers.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
@@ -419,7 +524,10 @@ mod tests {
     #[test]
     fn basic_auth_takes_the_username() {
         let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic d2tfd2ViXzE6"));
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Basic d2tfd2ViXzE6"),
+        );
         assert_eq!(basic_auth_key(&headers).as_deref(), Some("wk_web_1"));
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         assert_eq!(basic_auth_key(&headers), None);

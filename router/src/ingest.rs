@@ -24,19 +24,30 @@ pub struct DecodedBody {
     pub messages: Vec<Result<InboundMessage, NormalizeError>>,
 }
 
-fn decode_message(raw: &RawValue, max_event_bytes: usize) -> Result<InboundMessage, NormalizeError> {
+fn decode_message(
+    raw: &RawValue,
+    max_event_bytes: usize,
+) -> Result<InboundMessage, NormalizeError> {
     let text = raw.get();
     if text.len() > max_event_bytes {
-        return Err(NormalizeError::TooLarge { size: text.len(), limit: max_event_bytes });
+        return Err(NormalizeError::TooLarge {
+            size: text.len(),
+            limit: max_event_bytes,
+        });
     }
     if !text.starts_with('{') {
-        return Err(NormalizeError::Malformed("message must be a JSON object".into()));
+        return Err(NormalizeError::Malformed(
+            "message must be a JSON object".into(),
+        ));
     }
     InboundMessage::from_json(text)
 }
 
 fn malformed(error: serde_json::Error) -> ApiError {
-    ApiError::bad_request("malformed_json", format!("request body is not valid JSON: {error}"))
+    ApiError::bad_request(
+        "malformed_json",
+        format!("request body is not valid JSON: {error}"),
+    )
 }
 
 /// Decodes the body of `/v1/batch` (`implied_type = None`) or of `/v1/<type>` (one message).
@@ -48,11 +59,19 @@ pub fn decode_body(
     if implied_type.is_some() {
         let raw: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
         if !raw.get().starts_with('{') {
-            return Err(ApiError::bad_request("malformed_json", "request body must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "malformed_json",
+                "request body must be a JSON object",
+            ));
         }
         let message = decode_message(raw, max_event_bytes);
         let write_key = message.as_ref().ok().and_then(|m| m.write_key.clone());
-        return Ok(DecodedBody { write_key, batch_sent_at: None, batch_context: None, messages: vec![message] });
+        return Ok(DecodedBody {
+            write_key,
+            batch_sent_at: None,
+            batch_context: None,
+            messages: vec![message],
+        });
     }
     let envelope: BatchEnvelope<'_> = serde_json::from_slice(body).map_err(|error| {
         if error.is_data() {
@@ -66,11 +85,23 @@ pub fn decode_body(
     })?;
     let batch_sent_at = match envelope.sent_at.as_deref() {
         None | Some("") => None,
-        Some(text) => Some(switchyard_schemas::time::parse_timestamp(text).ok_or_else(|| {
-            ApiError::bad_request("invalid_batch", format!("sentAt: invalid timestamp `{}`", text.chars().take(64).collect::<String>()))
-        })?),
+        Some(text) => Some(
+            switchyard_schemas::time::parse_timestamp(text).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_batch",
+                    format!(
+                        "sentAt: invalid timestamp `{}`",
+                        text.chars().take(64).collect::<String>()
+                    ),
+                )
+            })?,
+        ),
     };
-    let messages = envelope.batch.iter().map(|raw| decode_message(raw, max_event_bytes)).collect();
+    let messages = envelope
+        .batch
+        .iter()
+        .map(|raw| decode_message(raw, max_event_bytes))
+        .collect();
     Ok(DecodedBody {
         write_key: envelope.write_key,
         batch_sent_at,
@@ -90,7 +121,10 @@ pub struct RequestFacts<'a> {
 }
 
 /// Normalises every decoded message; returns the events and the rejections (by index in the batch).
-pub fn normalize_all(decoded: DecodedBody, facts: &RequestFacts<'_>) -> (Vec<Event>, Vec<Rejection>) {
+pub fn normalize_all(
+    decoded: DecodedBody,
+    facts: &RequestFacts<'_>,
+) -> (Vec<Event>, Vec<Rejection>) {
     let defaults = MessageDefaults {
         implied_type: facts.implied_type,
         received_at: facts.received_at,
@@ -106,7 +140,10 @@ pub fn normalize_all(decoded: DecodedBody, facts: &RequestFacts<'_>) -> (Vec<Eve
     for (index, message) in decoded.messages.into_iter().enumerate() {
         match message.and_then(|message| normalize_message(message, &defaults)) {
             Ok(event) => events.push(event),
-            Err(error) => rejected.push(Rejection { index, reason: error.to_string() }),
+            Err(error) => rejected.push(Rejection {
+                index,
+                reason: error.to_string(),
+            }),
         }
     }
     (events, rejected)
@@ -147,20 +184,39 @@ mod tests {
 
     #[test]
     fn whole_request_problems_are_errors() {
-        assert_eq!(decode_body(b"{\"batch\": [", None, 100).err().unwrap().code, "malformed_json");
-        assert_eq!(decode_body(b"{\"nope\": 1}", None, 100).err().unwrap().code, "invalid_batch");
-        assert_eq!(decode_body(b"[1,2]", None, 100).err().unwrap().code, "invalid_batch");
         assert_eq!(
-            decode_body(b"[]", Some(EventType::Track), 100).err().unwrap().code,
+            decode_body(b"{\"batch\": [", None, 100).err().unwrap().code,
             "malformed_json"
         );
-        assert_eq!(decode_body(b"\xff\xfe", None, 100).err().unwrap().code, "malformed_json");
+        assert_eq!(
+            decode_body(b"{\"nope\": 1}", None, 100).err().unwrap().code,
+            "invalid_batch"
+        );
+        assert_eq!(
+            decode_body(b"[1,2]", None, 100).err().unwrap().code,
+            "invalid_batch"
+        );
+        assert_eq!(
+            decode_body(b"[]", Some(EventType::Track), 100)
+                .err()
+                .unwrap()
+                .code,
+            "malformed_json"
+        );
+        assert_eq!(
+            decode_body(b"\xff\xfe", None, 100).err().unwrap().code,
+            "malformed_json"
+        );
     }
 
     #[test]
     fn single_message_endpoint_reads_write_key_from_body() {
-        let decoded =
-            decode_body(br#"{"event":"x","userId":"u","writeKey":"k"}"#, Some(EventType::Track), 1000).unwrap();
+        let decoded = decode_body(
+            br#"{"event":"x","userId":"u","writeKey":"k"}"#,
+            Some(EventType::Track),
+            1000,
+        )
+        .unwrap();
         assert_eq!(decoded.write_key.as_deref(), Some("k"));
         let mut facts = facts();
         facts.implied_type = Some(EventType::Track);

@@ -13,7 +13,9 @@ use crate::app::{App, StartError};
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -24,7 +26,10 @@ pub fn init_logging(format: LogFormat) {
 pub fn load_config(path: Option<&PathBuf>) -> Result<Config, StartError> {
     match path {
         Some(path) => Ok(switchyard_config::load_file(path)?),
-        None => Ok(switchyard_config::parse(switchyard_config::DEFAULT_CONFIG, &|name| std::env::var(name).ok())?),
+        None => Ok(switchyard_config::parse(
+            switchyard_config::DEFAULT_CONFIG,
+            &|name| std::env::var(name).ok(),
+        )?),
     }
 }
 
@@ -56,7 +61,9 @@ fn spawn_reload_on_hangup(app: Arc<App>) {
     #[cfg(unix)]
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else { return };
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            return;
+        };
         while hangup.recv().await.is_some() {
             match app.reload().await {
                 Ok(report) => {
@@ -91,7 +98,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Sta
     };
     let app = App::start(config, config_path).await?;
     crate::admin::apply_overrides(&app).await;
-    let address = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or(listen);
     println!("switchyard listening on http://{address}");
     if let Some(admin) = &admin_listener {
         if let Ok(admin_address) = admin.local_addr() {
@@ -105,11 +115,20 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Sta
     let admin_task = admin_listener.map(|admin| {
         let app = app.clone();
         let mut stop = stop_receiver.clone();
-        tokio::spawn(crate::http::serve(app, admin, crate::http::Role::Admin, async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        }))
+        tokio::spawn(crate::http::serve(
+            app,
+            admin,
+            crate::http::Role::Admin,
+            async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            },
+        ))
     });
-    let role = if admin_task.is_some() { crate::http::Role::Ingest } else { crate::http::Role::Both };
+    let role = if admin_task.is_some() {
+        crate::http::Role::Ingest
+    } else {
+        crate::http::Role::Both
+    };
     crate::http::serve(app.clone(), listener, role, shutdown_signal()).await;
     stop_sender.send_replace(true);
     if let Some(task) = admin_task {

@@ -110,9 +110,16 @@ impl Default for PiiConfig {
         PiiConfig {
             detect: PiiKind::defaults(),
             action: PiiAction::Mask,
-            sensitive_keys: ["password", "secret", "token", "authorization", "api_key", "ssn"]
-                .map(String::from)
-                .to_vec(),
+            sensitive_keys: [
+                "password",
+                "secret",
+                "token",
+                "authorization",
+                "api_key",
+                "ssn",
+            ]
+            .map(String::from)
+            .to_vec(),
             hash_key_env: None,
         }
     }
@@ -133,7 +140,10 @@ pub struct ConsentConfig {
 
 impl Default for ConsentConfig {
     fn default() -> Self {
-        ConsentConfig { require: None, default_granted: true }
+        ConsentConfig {
+            require: None,
+            default_granted: true,
+        }
     }
 }
 
@@ -164,7 +174,8 @@ pub struct HashIdsConfig {
 
 impl HashIdsConfig {
     /// The id fields `fields` may name.
-    pub const SUPPORTED_FIELDS: [&'static str; 4] = ["userId", "anonymousId", "groupId", "previousId"];
+    pub const SUPPORTED_FIELDS: [&'static str; 4] =
+        ["userId", "anonymousId", "groupId", "previousId"];
 
     fn default_salt_env() -> String {
         "SWITCHYARD_ID_SALT".to_string()

@@ -35,7 +35,10 @@ pub struct RequireConsent {
 
 impl RequireConsent {
     pub fn new(category: String, default_granted: bool) -> RequireConsent {
-        RequireConsent { category, default_granted }
+        RequireConsent {
+            category,
+            default_granted,
+        }
     }
 }
 
@@ -68,10 +71,15 @@ mod tests {
 
     #[test]
     fn reads_segment_category_preferences() {
-        let granted = event(serde_json::json!({"consent": {"categoryPreferences": {"marketing": true, "ads": false}}}));
+        let granted = event(
+            serde_json::json!({"consent": {"categoryPreferences": {"marketing": true, "ads": false}}}),
+        );
         assert!(allows(&granted, "marketing", false));
         assert!(!allows(&granted, "ads", true));
-        assert!(!allows(&granted, "analytics", true), "preferences present but silent deny");
+        assert!(
+            !allows(&granted, "analytics", true),
+            "preferences present but silent deny"
+        );
         let none = event(serde_json::json!({"page": {"path": "/"}}));
         assert!(allows(&none, "marketing", true));
         assert!(!allows(&none, "marketing", false));
@@ -81,8 +89,12 @@ mod tests {
     fn require_consent_drops_denied_events() {
         let step = RequireConsent::new("analytics".into(), true);
         let mut report = SanitizeReport::default();
-        let mut denied = event(serde_json::json!({"consent": {"categoryPreferences": {"analytics": false}}}));
-        assert_eq!(step.apply(&mut denied, &mut report), Verdict::Drop("consent"));
+        let mut denied =
+            event(serde_json::json!({"consent": {"categoryPreferences": {"analytics": false}}}));
+        assert_eq!(
+            step.apply(&mut denied, &mut report),
+            Verdict::Drop("consent")
+        );
         let mut silent = event(serde_json::json!({}));
         assert_eq!(step.apply(&mut silent, &mut report), Verdict::Keep);
     }

@@ -43,8 +43,11 @@ fn retain_allowed(map: &mut JsonMap, allowed: &[&[String]]) -> u64 {
     let mut removed = 0;
     let keys: Vec<String> = map.keys().cloned().collect();
     for key in keys {
-        let matching: Vec<&[String]> =
-            allowed.iter().filter(|path| path.first() == Some(&key)).map(|path| &path[1..]).collect();
+        let matching: Vec<&[String]> = allowed
+            .iter()
+            .filter(|path| path.first() == Some(&key))
+            .map(|path| &path[1..])
+            .collect();
         if matching.is_empty() {
             map.remove(&key);
             removed += 1;
@@ -122,7 +125,10 @@ impl Sanitizer for FieldPolicy {
             let mut cut = 0;
             for name in ["properties", "traits", "context"] {
                 if let Some(map) = section(event, name) {
-                    cut += map.values_mut().map(|value| cap_strings(value, limit)).sum::<u64>();
+                    cut += map
+                        .values_mut()
+                        .map(|value| cap_strings(value, limit))
+                        .sum::<u64>();
                 }
             }
             if cut > 0 {
@@ -150,7 +156,11 @@ mod tests {
     #[test]
     fn deny_removes_paths_at_any_depth() {
         let policy = FieldPolicy::new(&FieldsConfig {
-            deny: vec!["properties.password".into(), "context.traits.email".into(), "properties.none.x".into()],
+            deny: vec![
+                "properties.password".into(),
+                "context.traits.email".into(),
+                "properties.none.x".into(),
+            ],
             ..FieldsConfig::default()
         });
         let mut e = event();
@@ -165,7 +175,12 @@ mod tests {
     #[test]
     fn allow_keeps_only_listed_paths_and_caps_strings() {
         let policy = FieldPolicy::new(&FieldsConfig {
-            allow: vec!["properties.plan".into(), "properties.note".into(), "properties.nested.a".into(), "context".into()],
+            allow: vec![
+                "properties.plan".into(),
+                "properties.note".into(),
+                "properties.nested.a".into(),
+                "context".into(),
+            ],
             max_string_bytes: Some(3),
             ..FieldsConfig::default()
         });

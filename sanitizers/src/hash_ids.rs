@@ -23,7 +23,11 @@ impl HashIds {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<HashIds, BuildError> {
         let salt = crate::secret_from_env(&config.salt_env, &format!("{path}.salt_env"), lookup)?;
-        Ok(HashIds { fields: config.fields.clone(), salt, rotation: config.rotation })
+        Ok(HashIds {
+            fields: config.fields.clone(),
+            salt,
+            rotation: config.rotation,
+        })
     }
 
     /// The salt in force for an event: the configured salt plus the rotation period.
@@ -127,8 +131,14 @@ mod tests {
 
     #[test]
     fn missing_salt_is_a_build_error() {
-        let config = HashIdsConfig { fields: vec!["userId".into()], salt_env: "NOPE".into(), rotation: SaltRotation::None };
-        let error = HashIds::new(&config, "sanitizers[1]", &|_| None).err().unwrap();
+        let config = HashIdsConfig {
+            fields: vec!["userId".into()],
+            salt_env: "NOPE".into(),
+            rotation: SaltRotation::None,
+        };
+        let error = HashIds::new(&config, "sanitizers[1]", &|_| None)
+            .err()
+            .unwrap();
         assert_eq!(error.path, "sanitizers[1].salt_env");
         assert!(error.message.contains("NOPE"));
     }

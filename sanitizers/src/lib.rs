@@ -21,7 +21,10 @@ pub(crate) fn build_sanitizer(
     Ok(Some(match config {
         SanitizerConfig::Pii(pii) => Box::new(pii_sanitizer::PiiSanitizer::new(pii, path, lookup)?),
         SanitizerConfig::Consent(consent) => match consent.require.clone() {
-            Some(category) => Box::new(consent::RequireConsent::new(category, consent.default_granted)),
+            Some(category) => Box::new(consent::RequireConsent::new(
+                category,
+                consent.default_granted,
+            )),
             None => return Ok(None),
         },
         SanitizerConfig::HashIds(hash) => Box::new(hash_ids::HashIds::new(hash, path, lookup)?),

@@ -32,22 +32,27 @@ impl PiiSanitizer {
         path: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<PiiSanitizer, BuildError> {
-        let hash_key = match (config.action, &config.hash_key_env) {
-            (PiiAction::Hash, Some(variable)) => {
-                crate::secret_from_env(variable, &format!("{path}.hash_key_env"), lookup)?
-            }
-            (PiiAction::Hash, None) => {
-                return Err(BuildError {
+        let hash_key =
+            match (config.action, &config.hash_key_env) {
+                (PiiAction::Hash, Some(variable)) => {
+                    crate::secret_from_env(variable, &format!("{path}.hash_key_env"), lookup)?
+                }
+                (PiiAction::Hash, None) => return Err(BuildError {
                     path: format!("{path}.hash_key_env"),
-                    message: "action = \"hash\" needs hash_key_env naming the variable with the HMAC key".into(),
-                })
-            }
-            _ => Vec::new(),
-        };
+                    message:
+                        "action = \"hash\" needs hash_key_env naming the variable with the HMAC key"
+                            .into(),
+                }),
+                _ => Vec::new(),
+            };
         Ok(PiiSanitizer {
             detector: PiiDetector::new(&config.detect),
             action: config.action,
-            sensitive_keys: config.sensitive_keys.iter().map(|k| k.to_ascii_lowercase()).collect(),
+            sensitive_keys: config
+                .sensitive_keys
+                .iter()
+                .map(|k| k.to_ascii_lowercase())
+                .collect(),
             hash_key,
             mask_ip: config.detect.contains(&PiiKind::Ip),
         })
@@ -58,12 +63,17 @@ impl PiiSanitizer {
             return false;
         }
         let lower = key.to_ascii_lowercase();
-        self.sensitive_keys.iter().any(|sensitive| lower.contains(sensitive.as_str()))
+        self.sensitive_keys
+            .iter()
+            .any(|sensitive| lower.contains(sensitive.as_str()))
     }
 
     fn replacement(&self, kind: &str, matched: &str) -> String {
         match self.action {
-            PiiAction::Hash => format!("{kind}:{}", crate::hmac_hex(&self.hash_key, matched.as_bytes(), HASH_HEX_CHARS)),
+            PiiAction::Hash => format!(
+                "{kind}:{}",
+                crate::hmac_hex(&self.hash_key, matched.as_bytes(), HASH_HEX_CHARS)
+            ),
             PiiAction::Mask | PiiAction::DropField => format!("[REDACTED:{kind}]"),
         }
     }
@@ -176,7 +186,11 @@ mod tests {
     }
 
     fn sanitizer(action: PiiAction) -> PiiSanitizer {
-        let config = PiiConfig { action, hash_key_env: Some("K".into()), ..PiiConfig::default() };
+        let config = PiiConfig {
+            action,
+            hash_key_env: Some("K".into()),
+            ..PiiConfig::default()
+        };
         PiiSanitizer::new(&config, "sanitizers[0]", &|_| Some("key".into())).unwrap()
     }
 
@@ -193,7 +207,11 @@ mod tests {
         let url = e.properties["deep"]["url"].as_str().unwrap();
         assert!(!url.contains("abc123secretvalue"), "{url}");
         assert!(url.contains("page=2"), "{url}");
-        assert_eq!(e.ip.as_deref(), Some("203.0.113.7"), "ip is not detected by default");
+        assert_eq!(
+            e.ip.as_deref(),
+            Some("203.0.113.7"),
+            "ip is not detected by default"
+        );
         assert_eq!(report.counts["pii.email"], 1);
     }
 
@@ -224,8 +242,13 @@ mod tests {
 
     #[test]
     fn hash_without_key_is_a_build_error() {
-        let config = PiiConfig { action: PiiAction::Hash, ..PiiConfig::default() };
-        let error = PiiSanitizer::new(&config, "sanitizers[2]", &|_| None).err().unwrap();
+        let config = PiiConfig {
+            action: PiiAction::Hash,
+            ..PiiConfig::default()
+        };
+        let error = PiiSanitizer::new(&config, "sanitizers[2]", &|_| None)
+            .err()
+            .unwrap();
         assert_eq!(error.path, "sanitizers[2].hash_key_env");
     }
 }

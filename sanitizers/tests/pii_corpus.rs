@@ -69,9 +69,7 @@ impl Rng {
         &items[self.below(items.len() as u64) as usize]
     }
     fn string(&mut self, alphabet: &[u8], n: usize) -> String {
-        (0..n)
-            .map(|_| char::from(*self.pick(alphabet)))
-            .collect()
+        (0..n).map(|_| char::from(*self.pick(alphabet))).collect()
     }
     fn digits(&mut self, n: usize) -> String {
         self.string(b"0123456789", n)
@@ -166,14 +164,21 @@ fn gen_key(r: &mut Rng) -> String {
         1 => format!("sk_live_{}", r.string(ALNUM, 24)),
         2 => format!("ghp_{}9", r.string(ALNUM, 35)),
         3 => format!("github_pat_{}_{}", r.string(ALNUM, 22), r.string(ALNUM, 59)),
-        4 => format!("xoxb-{}-{}-{}", r.digits(12), r.digits(13), r.string(ALNUM, 24)),
-        5 => format!("AIza{}", r.string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-", 35)),
-        6 => format!("sk-proj-{}7", r.string(ALNUM, 60)),
-        7 => format!(
-            "SG.{}.{}",
-            r.string(ALNUM, 22),
-            r.string(ALNUM, 43)
+        4 => format!(
+            "xoxb-{}-{}-{}",
+            r.digits(12),
+            r.digits(13),
+            r.string(ALNUM, 24)
         ),
+        5 => format!(
+            "AIza{}",
+            r.string(
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-",
+                35
+            )
+        ),
+        6 => format!("sk-proj-{}7", r.string(ALNUM, 60)),
+        7 => format!("SG.{}.{}", r.string(ALNUM, 22), r.string(ALNUM, 43)),
         8 => format!("AC{}0", r.string(HEX, 31)),
         _ => format!("whsec_{}", r.string(ALNUM, 32)),
     }
@@ -323,8 +328,10 @@ struct Report {
 fn evaluate(examples: &[Example]) -> Report {
     let defaults = PiiDetector::new(&PiiKind::defaults());
     let all = PiiDetector::new(&PiiKind::ALL);
-    let mut per_kind: BTreeMap<PiiKind, Stats> =
-        PiiKind::ALL.iter().map(|k| (*k, Stats::default())).collect();
+    let mut per_kind: BTreeMap<PiiKind, Stats> = PiiKind::ALL
+        .iter()
+        .map(|k| (*k, Stats::default()))
+        .collect();
     let mut report_misses = Vec::new();
     let mut report_fps = Vec::new();
     let (mut negatives, mut flagged) = (0, 0);
@@ -538,7 +545,8 @@ fn latency() {
 
 fn surrounding() -> impl Strategy<Value = String> {
     // Words and punctuation without digits, '@', '+' or '=' so they cannot form PII themselves.
-    proptest::string::string_regex("[a-zA-Z ,.!?;:()\\[\\]\"'/-]{0,40}").unwrap_or_else(|e| panic!("{e}"))
+    proptest::string::string_regex("[a-zA-Z ,.!?;:()\\[\\]\"'/-]{0,40}")
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn ssn_strategy() -> impl Strategy<Value = String> {
@@ -588,7 +596,10 @@ fn check_embedded(kind: PiiKind, secret: &str, pre: &str, post: &str) -> Result<
     let masked = d
         .replace_all(&text, |_, _| "<X>".to_string())
         .unwrap_or_default();
-    prop_assert!(!masked.contains(secret), "{secret:?} survived in {masked:?}");
+    prop_assert!(
+        !masked.contains(secret),
+        "{secret:?} survived in {masked:?}"
+    );
     Ok(())
 }
 

@@ -46,7 +46,9 @@ impl EventType {
 
     /// Parses the lowercase wire name.
     pub fn parse(name: &str) -> Option<EventType> {
-        EventType::ALL.into_iter().find(|kind| kind.as_str() == name)
+        EventType::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
     }
 }
 
@@ -85,11 +87,19 @@ pub struct Event {
     #[schemars(with = "String", regex(pattern = r"^\d{4}-\d\d-\d\dT"))]
     pub timestamp: DateTime<Utc>,
     /// The client's own timestamp, kept when the server corrected `timestamp`.
-    #[serde(default, with = "serde_millis::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "serde_millis::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(with = "Option<String>")]
     pub original_timestamp: Option<DateTime<Utc>>,
     /// When the client sent the request that carried the event.
-    #[serde(default, with = "serde_millis::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "serde_millis::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(with = "Option<String>")]
     pub sent_at: Option<DateTime<Utc>>,
     /// When Switchyard received the event (server clock).

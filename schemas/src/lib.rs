@@ -5,4 +5,6 @@ pub mod segment;
 pub mod time;
 
 pub use event::{Event, EventType, JsonMap};
-pub use segment::{normalize_message, BatchEnvelope, InboundMessage, MessageDefaults, NormalizeError};
+pub use segment::{
+    normalize_message, BatchEnvelope, InboundMessage, MessageDefaults, NormalizeError,
+};

@@ -128,7 +128,10 @@ pub enum NormalizeError {
     #[error("unknown type `{0}`: expected track, identify, page, screen, group or alias")]
     UnknownType(String),
     #[error("type `{found}` does not match the endpoint /v1/{endpoint}")]
-    TypeMismatch { found: String, endpoint: &'static str },
+    TypeMismatch {
+        found: String,
+        endpoint: &'static str,
+    },
     #[error("{0} is required for {1} calls")]
     MissingField(&'static str, &'static str),
     #[error("{field}: invalid timestamp `{value}`")]
@@ -162,7 +165,10 @@ fn parse_optional_timestamp(
         Some(text) if text.is_empty() => Ok(None),
         Some(text) => match parse_timestamp(&text) {
             Some(time) => Ok(Some(time)),
-            None => Err(NormalizeError::InvalidTimestamp { field, value: truncate(&text, 64) }),
+            None => Err(NormalizeError::InvalidTimestamp {
+                field,
+                value: truncate(&text, 64),
+            }),
         },
     }
 }
@@ -229,17 +235,23 @@ pub fn normalize_message(
             context.entry(key.clone()).or_insert_with(|| value.clone());
         }
     }
-    let user_agent = defaults
-        .user_agent
-        .map(str::to_string)
-        .or_else(|| context.get("userAgent").and_then(|v| v.as_str()).map(str::to_string));
+    let user_agent = defaults.user_agent.map(str::to_string).or_else(|| {
+        context
+            .get("userAgent")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    });
 
     Ok(Event {
         kind,
         message_id: message
             .message_id
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
-        event: if kind == EventType::Track { event_name } else { None },
+        event: if kind == EventType::Track {
+            event_name
+        } else {
+            None
+        },
         name: message.name.filter(|name| !name.is_empty()),
         user_id: message.user_id,
         anonymous_id: message.anonymous_id,
@@ -290,7 +302,10 @@ mod tests {
                 "timestamp":"2024-05-01T13:00:00Z","sentAt":"2024-05-01T13:00:05Z"}"#,
         )
         .unwrap();
-        assert_eq!(format_timestamp(&event.timestamp), "2024-05-01T12:00:05.000Z");
+        assert_eq!(
+            format_timestamp(&event.timestamp),
+            "2024-05-01T12:00:05.000Z"
+        );
         assert_eq!(
             format_timestamp(&event.original_timestamp.unwrap()),
             "2024-05-01T13:00:00.000Z"
@@ -301,9 +316,15 @@ mod tests {
 
     #[test]
     fn generates_message_id_and_uses_received_at_without_timestamp() {
-        let event = normalize(r#"{"type":"identify","userId":42,"traits":{"plan":"pro"}}"#).unwrap();
+        let event =
+            normalize(r#"{"type":"identify","userId":42,"traits":{"plan":"pro"}}"#).unwrap();
         assert_eq!(event.user_id.as_deref(), Some("42"));
-        assert_eq!(uuid::Uuid::parse_str(&event.message_id).unwrap().get_version_num(), 7);
+        assert_eq!(
+            uuid::Uuid::parse_str(&event.message_id)
+                .unwrap()
+                .get_version_num(),
+            7
+        );
         assert_eq!(event.timestamp, event.received_at);
         assert!(event.original_timestamp.is_none());
     }
@@ -325,7 +346,10 @@ mod tests {
         let wrong_type = normalize(r#"{"type":"track","event":"x","userId":"u","properties":[1]}"#)
             .unwrap_err()
             .to_string();
-        assert!(wrong_type.starts_with("properties: invalid type"), "{wrong_type}");
+        assert!(
+            wrong_type.starts_with("properties: invalid type"),
+            "{wrong_type}"
+        );
         let bad_id = normalize(r#"{"type":"track","event":"x","userId":{"a":1}}"#)
             .unwrap_err()
             .to_string();
@@ -333,7 +357,10 @@ mod tests {
         let bad_time = normalize(r#"{"type":"page","userId":"u","timestamp":"soon"}"#).unwrap_err();
         assert_eq!(
             bad_time,
-            NormalizeError::InvalidTimestamp { field: "timestamp", value: "soon".into() }
+            NormalizeError::InvalidTimestamp {
+                field: "timestamp",
+                value: "soon".into()
+            }
         );
     }
 
@@ -342,7 +369,10 @@ mod tests {
         let mut with_track = defaults();
         with_track.implied_type = Some(EventType::Track);
         let message = InboundMessage::from_json(r#"{"event":"x","anonymousId":"a"}"#).unwrap();
-        assert_eq!(normalize_message(message, &with_track).unwrap().kind, EventType::Track);
+        assert_eq!(
+            normalize_message(message, &with_track).unwrap().kind,
+            EventType::Track
+        );
         let message = InboundMessage::from_json(r#"{"type":"page","anonymousId":"a"}"#).unwrap();
         assert!(matches!(
             normalize_message(message, &with_track),

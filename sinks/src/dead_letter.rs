@@ -66,7 +66,10 @@ impl DeadLetterStore {
                 file.sync_data()
             }
             None => {
-                self.memory.lock().unwrap_or_else(|p| p.into_inner()).extend(letters);
+                self.memory
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(letters);
                 Ok(())
             }
         }
@@ -76,7 +79,11 @@ impl DeadLetterStore {
     pub fn list(&self) -> std::io::Result<Vec<DeadLetter>> {
         match &self.path {
             Some(path) => read_dead_letters(path),
-            None => Ok(self.memory.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+            None => Ok(self
+                .memory
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()),
         }
     }
 }

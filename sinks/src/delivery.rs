@@ -78,7 +78,11 @@ impl SinkStats {
             dropped_sanitizer: load(&self.dropped_sanitizer),
             failed_attempts: load(&self.failed_attempts),
             batches: load(&self.batches),
-            last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 
@@ -153,11 +157,20 @@ enum Delivery {
 impl Runner {
     fn new(parts: RunnerParts, signal: watch::Receiver<RunnerSignal>) -> Runner {
         let seed = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(1) as u64 | 1;
-        Runner { parts, signal, jitter_state: seed }
+        Runner {
+            parts,
+            signal,
+            jitter_state: seed,
+        }
     }
 
     fn record_error(&self, message: &str) {
-        *self.parts.stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.to_string());
+        *self
+            .parts
+            .stats
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(message.to_string());
     }
 
     async fn run(mut self) {
@@ -241,14 +254,20 @@ impl Runner {
                             pending_bytes += per_event_bytes;
                             batch_started.get_or_insert_with(Instant::now);
                         }
-                        StageOutcome::DropConsent => SinkStats::add(&self.parts.stats.dropped_consent, 1),
+                        StageOutcome::DropConsent => {
+                            SinkStats::add(&self.parts.stats.dropped_consent, 1)
+                        }
                         StageOutcome::DropSanitizer => {
                             SinkStats::add(&self.parts.stats.dropped_sanitizer, 1)
                         }
                     }
                     if pending.len() >= max_events || pending_bytes >= max_bytes {
                         let last_of_record = index + 1 == count;
-                        let commit_to = if last_of_record { record.seq + 1 } else { record.seq };
+                        let commit_to = if last_of_record {
+                            record.seq + 1
+                        } else {
+                            record.seq
+                        };
                         let batch = std::mem::take(&mut pending);
                         pending_bytes = 0;
                         batch_started = None;
@@ -269,7 +288,8 @@ impl Runner {
                 // Everything read was filtered out: move the cursor now and then, not per record.
                 self.commit(read_position);
                 last_commit_at = Instant::now();
-            } else if !pending.is_empty() && batch_started.is_some_and(|s| s.elapsed() >= max_wait) {
+            } else if !pending.is_empty() && batch_started.is_some_and(|s| s.elapsed() >= max_wait)
+            {
                 let batch = std::mem::take(&mut pending);
                 pending_bytes = 0;
                 batch_started = None;
@@ -367,9 +387,10 @@ impl Runner {
                 return Delivery::Done;
             }
             let wait = match &error {
-                SendError::RateLimited { retry_after: Some(after), .. } => {
-                    (*after).min(Duration::from_millis(retry.max_backoff_ms.max(1000)))
-                }
+                SendError::RateLimited {
+                    retry_after: Some(after),
+                    ..
+                } => (*after).min(Duration::from_millis(retry.max_backoff_ms.max(1000))),
                 _ => self.backoff(attempts),
             };
             tracing::warn!(sink = %self.parts.name, events = size, attempts, wait_ms = wait.as_millis() as u64, error = %message, "send failed; retrying");

@@ -21,7 +21,10 @@ pub struct FileSink {
 
 impl FileSink {
     pub fn new(name: &str, config: FileSinkConfig) -> FileSink {
-        FileSink { name: name.to_string(), config }
+        FileSink {
+            name: name.to_string(),
+            config,
+        }
     }
 
     /// The file an event belongs in.
@@ -47,8 +50,9 @@ impl FileSink {
             file.write_all(&bytes)
                 .map_err(|e| SendError::Retryable(format!("write {}: {e}", file_path.display())))?;
             if fsync {
-                file.sync_data()
-                    .map_err(|e| SendError::Retryable(format!("fsync {}: {e}", file_path.display())))?;
+                file.sync_data().map_err(|e| {
+                    SendError::Retryable(format!("fsync {}: {e}", file_path.display()))
+                })?;
             }
         }
         Ok(())
@@ -77,7 +81,10 @@ impl Sink for FileSink {
         let probe = self.config.path.join(".switchyard-probe");
         fs::write(&probe, b"ok")
             .and_then(|_| fs::remove_file(&probe))
-            .map_err(|source| SinkError::Io { path: self.config.path.display().to_string(), source })
+            .map_err(|source| SinkError::Io {
+                path: self.config.path.display().to_string(),
+                source,
+            })
     }
 }
 
@@ -88,7 +95,13 @@ mod tests {
     #[tokio::test]
     async fn writes_one_line_per_event_into_hourly_files() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = FileSink::new("local", FileSinkConfig { path: dir.path().join("events"), fsync: false });
+        let sink = FileSink::new(
+            "local",
+            FileSinkConfig {
+                path: dir.path().join("events"),
+                fsync: false,
+            },
+        );
         sink.start().await.unwrap();
         let make = |id: &str, received: &str| -> Arc<Event> {
             Arc::new(
@@ -106,7 +119,8 @@ mod tests {
         ];
         sink.send(&batch).await.unwrap();
         let ten = fs::read_to_string(dir.path().join("events/events-20240301-10.ndjson")).unwrap();
-        let eleven = fs::read_to_string(dir.path().join("events/events-20240301-11.ndjson")).unwrap();
+        let eleven =
+            fs::read_to_string(dir.path().join("events/events-20240301-11.ndjson")).unwrap();
         assert_eq!(ten.lines().count(), 1);
         assert_eq!(eleven.lines().count(), 2);
         let back: Event = serde_json::from_str(eleven.lines().next().unwrap()).unwrap();

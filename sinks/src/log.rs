@@ -60,7 +60,10 @@ impl Default for LogOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("ingest log i/o error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("ingest log is full ({used} of {limit} bytes): slow or dead sinks hold it")]
     Full { used: u64, limit: u64 },
     #[error("could not encode events: {0}")]
@@ -70,7 +73,10 @@ pub enum LogError {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
-    move |source| LogError::Io { path: path.to_path_buf(), source }
+    move |source| LogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// One appended request's events.
@@ -121,7 +127,9 @@ pub struct IngestLog {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a log lock leaves plain data behind; keep serving.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn segment_name(first_seq: u64) -> String {
@@ -131,7 +139,12 @@ fn segment_name(first_seq: u64) -> String {
 impl IngestLog {
     /// Opens (or creates) the log, recovering the last segment and the persisted cursors.
     pub fn open(options: LogOptions) -> Result<Arc<IngestLog>, LogError> {
-        let mut writer = Writer { next_seq: 0, segments: Vec::new(), active: None, dirty: false };
+        let mut writer = Writer {
+            next_seq: 0,
+            segments: Vec::new(),
+            active: None,
+            dirty: false,
+        };
         let mut recovery = RecoveryReport::default();
         let mut cursors = HashMap::new();
         if let Some(dir) = &options.dir {
@@ -140,7 +153,10 @@ impl IngestLog {
             for entry in fs::read_dir(dir).map_err(io_error(dir))? {
                 let entry = entry.map_err(io_error(dir))?;
                 let name = entry.file_name().to_string_lossy().to_string();
-                if let Some(first_seq) = name.strip_suffix(".seg").and_then(|s| s.parse::<u64>().ok()) {
+                if let Some(first_seq) = name
+                    .strip_suffix(".seg")
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
                     found.push((first_seq, entry.path()));
                 }
             }
@@ -152,7 +168,10 @@ impl IngestLog {
                 let scan = scan_segment(&path, first_seq)?;
                 if is_last && scan.valid_bytes < scan.file_bytes {
                     recovery.torn_bytes = scan.file_bytes - scan.valid_bytes;
-                    let file = OpenOptions::new().write(true).open(&path).map_err(io_error(&path))?;
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(io_error(&path))?;
                     file.set_len(scan.valid_bytes).map_err(io_error(&path))?;
                     file.sync_all().map_err(io_error(&path))?;
                     tracing::warn!(
@@ -218,7 +237,11 @@ impl IngestLog {
     /// Bytes the log holds now (segments on disk, or records in memory).
     pub fn used_bytes(&self) -> u64 {
         if self.options.dir.is_some() {
-            lock(&self.writer).segments.iter().map(|segment| segment.bytes).sum()
+            lock(&self.writer)
+                .segments
+                .iter()
+                .map(|segment| segment.bytes)
+                .sum()
         } else {
             *lock(&self.cache_bytes) as u64
         }
@@ -235,7 +258,10 @@ impl IngestLog {
             self.collect_garbage()?;
             let used = self.used_bytes();
             if used + payload.len() as u64 > self.options.max_bytes {
-                return Err(LogError::Full { used, limit: self.options.max_bytes });
+                return Err(LogError::Full {
+                    used,
+                    limit: self.options.max_bytes,
+                });
             }
         }
         let bytes = payload.len();
@@ -248,7 +274,12 @@ impl IngestLog {
             }
             writer.next_seq += 1;
             // Cache under the writer lock so the cache stays in sequence order.
-            self.cache_record(Record { seq, appended_at_ms, bytes, events });
+            self.cache_record(Record {
+                seq,
+                appended_at_ms,
+                bytes,
+                events,
+            });
             seq
         };
         self.head.send_replace(seq + 1);
@@ -280,9 +311,18 @@ impl IngestLog {
                 .is_some_and(|last| last.bytes < self.options.segment_bytes);
             if !reuse_last {
                 let path = dir.join(segment_name(seq));
-                writer.segments.push(Segment { first_seq: seq, path, bytes: 0, last_appended_ms: 0 });
+                writer.segments.push(Segment {
+                    first_seq: seq,
+                    path,
+                    bytes: 0,
+                    last_appended_ms: 0,
+                });
             }
-            let path = writer.segments.last().map(|s| s.path.clone()).unwrap_or_default();
+            let path = writer
+                .segments
+                .last()
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -296,16 +336,25 @@ impl IngestLog {
         record.extend_from_slice(&seq.to_le_bytes());
         record.extend_from_slice(&appended_at_ms.to_le_bytes());
         record.extend_from_slice(payload);
-        let segment = writer.segments.last_mut().ok_or_else(|| LogError::Encode("no segment".into()))?;
+        let segment = writer
+            .segments
+            .last_mut()
+            .ok_or_else(|| LogError::Encode("no segment".into()))?;
         let path = segment.path.clone();
-        let file = writer.active.as_mut().ok_or_else(|| LogError::Encode("no active segment".into()))?;
+        let file = writer
+            .active
+            .as_mut()
+            .ok_or_else(|| LogError::Encode("no active segment".into()))?;
         file.write_all(&record).map_err(io_error(&path))?;
         if self.options.fsync_interval.is_zero() {
             file.sync_data().map_err(io_error(&path))?;
         } else {
             writer.dirty = true;
         }
-        let segment = writer.segments.last_mut().ok_or_else(|| LogError::Encode("no segment".into()))?;
+        let segment = writer
+            .segments
+            .last_mut()
+            .ok_or_else(|| LogError::Encode("no segment".into()))?;
         segment.bytes += record.len() as u64;
         segment.last_appended_ms = appended_at_ms;
         Ok(())
@@ -332,7 +381,11 @@ impl IngestLog {
             return Ok(());
         }
         writer.dirty = false;
-        let path = writer.segments.last().map(|s| s.path.clone()).unwrap_or_default();
+        let path = writer
+            .segments
+            .last()
+            .map(|s| s.path.clone())
+            .unwrap_or_default();
         if let Some(file) = writer.active.as_ref() {
             file.sync_data().map_err(io_error(&path))?;
         }
@@ -359,7 +412,12 @@ impl IngestLog {
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(LogError::Io { path, source: error }),
+                Err(error) => {
+                    return Err(LogError::Io {
+                        path,
+                        source: error,
+                    })
+                }
             }
         }
         Ok(())
@@ -398,11 +456,16 @@ impl IngestLog {
 
     /// Every reader's cursor.
     pub fn cursors(&self) -> BTreeMap<String, u64> {
-        lock(&self.cursors).iter().map(|(k, v)| (k.clone(), *v)).collect()
+        lock(&self.cursors)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     fn persist_cursor(&self, name: &str, next_seq: u64) -> Result<(), LogError> {
-        let Some(dir) = &self.options.dir else { return Ok(()) };
+        let Some(dir) = &self.options.dir else {
+            return Ok(());
+        };
         let path = dir.join("cursors").join(name);
         let temporary = dir.join("cursors").join(format!("{name}.tmp"));
         fs::write(&temporary, next_seq.to_string()).map_err(io_error(&temporary))?;
@@ -411,7 +474,11 @@ impl IngestLog {
     }
 
     fn min_cursor(&self) -> u64 {
-        lock(&self.cursors).values().copied().min().unwrap_or_else(|| self.head())
+        lock(&self.cursors)
+            .values()
+            .copied()
+            .min()
+            .unwrap_or_else(|| self.head())
     }
 
     fn trim_memory(&self) {
@@ -459,7 +526,11 @@ impl IngestLog {
     pub fn first_seq_since(&self, since_ms: i64) -> Result<u64, LogError> {
         let segments: Vec<(u64, PathBuf)> = {
             let writer = lock(&self.writer);
-            writer.segments.iter().map(|s| (s.first_seq, s.path.clone())).collect()
+            writer
+                .segments
+                .iter()
+                .map(|s| (s.first_seq, s.path.clone()))
+                .collect()
         };
         if segments.is_empty() {
             let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
@@ -515,15 +586,24 @@ impl IngestLog {
     fn read_from_disk(&self, from_seq: u64, max_records: usize) -> Result<Vec<Record>, LogError> {
         let segments: Vec<(u64, PathBuf, u64)> = {
             let writer = lock(&self.writer);
-            writer.segments.iter().map(|s| (s.first_seq, s.path.clone(), s.bytes)).collect()
+            writer
+                .segments
+                .iter()
+                .map(|s| (s.first_seq, s.path.clone(), s.bytes))
+                .collect()
         };
-        let start_index = segments.iter().rposition(|(first, _, _)| *first <= from_seq).unwrap_or(0);
+        let start_index = segments
+            .iter()
+            .rposition(|(first, _, _)| *first <= from_seq)
+            .unwrap_or(0);
         let mut records = Vec::new();
         for (first_seq, path, valid_bytes) in segments.into_iter().skip(start_index) {
             let mut reader = SegmentReader::open(&path, first_seq)?;
             reader.limit = valid_bytes;
             while records.len() < max_records {
-                let Some(header) = reader.next_header()? else { break };
+                let Some(header) = reader.next_header()? else {
+                    break;
+                };
                 if header.seq < from_seq {
                     reader.skip_payload(&header)?;
                     continue;
@@ -583,7 +663,12 @@ impl SegmentReader {
         match self.reader.read_exact(&mut header) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(error) => return Err(LogError::Io { path: self.path.clone(), source: error }),
+            Err(error) => {
+                return Err(LogError::Io {
+                    path: self.path.clone(),
+                    source: error,
+                })
+            }
         }
         let field = |range: std::ops::Range<usize>| {
             let mut bytes = [0u8; 8];
@@ -615,7 +700,9 @@ impl SegmentReader {
 
     fn read_raw(&mut self, header: &Header) -> Result<Vec<u8>, LogError> {
         let mut payload = vec![0u8; header.length as usize];
-        self.reader.read_exact(&mut payload).map_err(io_error(&self.path))?;
+        self.reader
+            .read_exact(&mut payload)
+            .map_err(io_error(&self.path))?;
         self.position += u64::from(header.length);
         Ok(payload)
     }
@@ -668,7 +755,10 @@ fn scan_segment(path: &Path, first_seq: u64) -> Result<SegmentScan, LogError> {
 }
 
 /// Runs `sync` every `interval` until the returned handle is dropped or aborted.
-pub fn spawn_syncer(log: Arc<IngestLog>, interval: Duration) -> Option<tokio::task::JoinHandle<()>> {
+pub fn spawn_syncer(
+    log: Arc<IngestLog>,
+    interval: Duration,
+) -> Option<tokio::task::JoinHandle<()>> {
     if log.options.dir.is_none() || interval.is_zero() {
         return None;
     }
@@ -706,11 +796,18 @@ mod tests {
     }
 
     fn disk_options(dir: &Path) -> LogOptions {
-        LogOptions { dir: Some(dir.to_path_buf()), segment_bytes: 1024, ..LogOptions::default() }
+        LogOptions {
+            dir: Some(dir.to_path_buf()),
+            segment_bytes: 1024,
+            ..LogOptions::default()
+        }
     }
 
     fn ids(records: &[Record]) -> Vec<String> {
-        records.iter().flat_map(|r| r.events.iter().map(|e| e.message_id.clone())).collect()
+        records
+            .iter()
+            .flat_map(|r| r.events.iter().map(|e| e.message_id.clone()))
+            .collect()
     }
 
     #[test]
@@ -730,7 +827,10 @@ mod tests {
         let start = log.register_consumer("a").unwrap();
         assert_eq!(start, 20);
         let records = log.read(start, 1000).unwrap();
-        assert_eq!(ids(&records), (20..50).map(|i| format!("m{i}")).collect::<Vec<_>>());
+        assert_eq!(
+            ids(&records),
+            (20..50).map(|i| format!("m{i}")).collect::<Vec<_>>()
+        );
         assert_eq!(records[0].events[0].kind, EventType::Track);
         // Appending continues the sequence.
         assert_eq!(log.append(vec![event("m50")]).unwrap(), 50);
@@ -739,7 +839,10 @@ mod tests {
     #[test]
     fn torn_tail_is_cut_and_only_the_torn_record_is_lost() {
         let dir = tempfile::tempdir().unwrap();
-        let options = LogOptions { segment_bytes: 1 << 20, ..disk_options(dir.path()) };
+        let options = LogOptions {
+            segment_bytes: 1 << 20,
+            ..disk_options(dir.path())
+        };
         {
             let log = IngestLog::open(options.clone()).unwrap();
             for i in 0..10 {
@@ -756,11 +859,18 @@ mod tests {
         log.register_consumer("a").unwrap();
         log.rewind("a", 0).unwrap();
         let records = log.read(0, 100).unwrap();
-        assert_eq!(ids(&records), (0..9).map(|i| format!("m{i}")).collect::<Vec<_>>());
+        assert_eq!(
+            ids(&records),
+            (0..9).map(|i| format!("m{i}")).collect::<Vec<_>>()
+        );
         // New appends land after the cut, cleanly.
         assert_eq!(log.append(vec![event("again")]).unwrap(), 9);
         drop(log);
-        let log = IngestLog::open(LogOptions { segment_bytes: 1 << 20, ..disk_options(dir.path()) }).unwrap();
+        let log = IngestLog::open(LogOptions {
+            segment_bytes: 1 << 20,
+            ..disk_options(dir.path())
+        })
+        .unwrap();
         assert_eq!(log.recovery().torn_bytes, 0);
         assert_eq!(log.head(), 10);
     }
@@ -768,7 +878,10 @@ mod tests {
     #[test]
     fn corrupt_checksum_in_tail_is_detected() {
         let dir = tempfile::tempdir().unwrap();
-        let options = LogOptions { segment_bytes: 1 << 20, ..disk_options(dir.path()) };
+        let options = LogOptions {
+            segment_bytes: 1 << 20,
+            ..disk_options(dir.path())
+        };
         {
             let log = IngestLog::open(options.clone()).unwrap();
             for i in 0..3 {
@@ -787,7 +900,10 @@ mod tests {
     #[test]
     fn segments_are_deleted_only_after_every_reader_passed_them() {
         let dir = tempfile::tempdir().unwrap();
-        let options = LogOptions { retention: Duration::ZERO, ..disk_options(dir.path()) };
+        let options = LogOptions {
+            retention: Duration::ZERO,
+            ..disk_options(dir.path())
+        };
         let log = IngestLog::open(options).unwrap();
         log.register_consumer("fast").unwrap();
         log.register_consumer("slow").unwrap();
@@ -796,17 +912,28 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(5));
         log.commit("fast", 40).unwrap();
-        assert_eq!(log.collect_garbage().unwrap(), 0, "slow still needs everything");
+        assert_eq!(
+            log.collect_garbage().unwrap(),
+            0,
+            "slow still needs everything"
+        );
         log.commit("slow", 30).unwrap();
         assert!(log.collect_garbage().unwrap() > 0);
         let records = log.read(30, 100).unwrap();
-        assert_eq!(ids(&records), (30..40).map(|i| format!("m{i}")).collect::<Vec<_>>());
+        assert_eq!(
+            ids(&records),
+            (30..40).map(|i| format!("m{i}")).collect::<Vec<_>>()
+        );
         assert!(log.first_retained_seq() <= 30);
     }
 
     #[test]
     fn memory_mode_refuses_appends_when_full_and_frees_on_commit() {
-        let options = LogOptions { dir: None, max_bytes: 2_000, ..LogOptions::default() };
+        let options = LogOptions {
+            dir: None,
+            max_bytes: 2_000,
+            ..LogOptions::default()
+        };
         let log = IngestLog::open(options).unwrap();
         log.register_consumer("a").unwrap();
         let mut appended = 0;
@@ -814,7 +941,10 @@ mod tests {
             appended += 1;
         }
         assert!(appended > 2);
-        assert!(matches!(log.append(vec![event("x")]), Err(LogError::Full { .. })));
+        assert!(matches!(
+            log.append(vec![event("x")]),
+            Err(LogError::Full { .. })
+        ));
         log.commit("a", appended).unwrap();
         assert_eq!(log.used_bytes(), 0);
         assert!(log.append(vec![event("y")]).is_ok());

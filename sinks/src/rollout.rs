@@ -71,7 +71,8 @@ impl RolloutState {
 
     /// Applies a new rollout at once.
     pub fn set(&self, config: &RolloutConfig) {
-        self.basis_points.store(config.basis_points(), Ordering::Relaxed);
+        self.basis_points
+            .store(config.basis_points(), Ordering::Relaxed);
         self.mode.store(
             match config.mode {
                 RolloutMode::Live => 0,
@@ -132,8 +133,14 @@ mod tests {
     #[test]
     fn bucket_is_stable_across_versions() {
         // Pinned values: changing the hash would reshuffle every running rollout.
-        assert_eq!(bucket("switchyard", "user-1"), bucket("switchyard", "user-1"));
-        let pinned: Vec<u32> = ["a", "user-1", "anon-42"].iter().map(|k| bucket("switchyard", k)).collect();
+        assert_eq!(
+            bucket("switchyard", "user-1"),
+            bucket("switchyard", "user-1")
+        );
+        let pinned: Vec<u32> = ["a", "user-1", "anon-42"]
+            .iter()
+            .map(|k| bucket("switchyard", k))
+            .collect();
         assert_eq!(pinned, PINNED);
     }
 
@@ -148,7 +155,10 @@ mod tests {
             let threshold = (percent * 100.0) as u32;
             let inside = buckets.iter().filter(|b| **b < threshold).count();
             let share = inside as f64 / keys.len() as f64 * 100.0;
-            assert!((share - percent).abs() <= 0.3, "{percent}% dial gave {share}%");
+            assert!(
+                (share - percent).abs() <= 0.3,
+                "{percent}% dial gave {share}%"
+            );
         }
         // Monotonic by construction: a key in at 10% (bucket < 1000) is in at 50% (bucket < 5000).
         assert!(buckets.iter().filter(|b| **b < 1000).all(|b| *b < 5000));

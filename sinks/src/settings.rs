@@ -70,7 +70,11 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_events: 1000, max_bytes: 4 * 1024 * 1024, max_wait_ms: 500 }
+        BatchConfig {
+            max_events: 1000,
+            max_bytes: 4 * 1024 * 1024,
+            max_wait_ms: 500,
+        }
     }
 }
 
@@ -110,7 +114,11 @@ pub struct RolloutConfig {
 
 impl Default for RolloutConfig {
     fn default() -> Self {
-        RolloutConfig { percent: 100.0, mode: RolloutMode::Live, by: RolloutKey::User }
+        RolloutConfig {
+            percent: 100.0,
+            mode: RolloutMode::Live,
+            by: RolloutKey::User,
+        }
     }
 }
 
@@ -173,7 +181,12 @@ pub struct CircuitBreakerConfig {
 
 impl Default for CircuitBreakerConfig {
     fn default() -> Self {
-        CircuitBreakerConfig { consecutive_failures: 5, failure_rate: 0.5, window_secs: 30, open_secs: 10 }
+        CircuitBreakerConfig {
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            window_secs: 30,
+            open_secs: 10,
+        }
     }
 }
 
@@ -204,8 +217,14 @@ pub struct CommonSinkSettings {
 
 impl CommonSinkSettings {
     /// The keys of `[sinks.<name>]` that belong to the shared settings, not to the sink type.
-    pub const KEYS: [&'static str; 6] =
-        ["batch", "rollout", "retry", "circuit_breaker", "consent", "sanitizers"];
+    pub const KEYS: [&'static str; 6] = [
+        "batch",
+        "rollout",
+        "retry",
+        "circuit_breaker",
+        "consent",
+        "sanitizers",
+    ];
 
     /// Problems with the values, as (relative path, message) pairs.
     pub fn validate(&self) -> Vec<(String, String)> {
@@ -226,7 +245,10 @@ impl CommonSinkSettings {
             problems.push(("retry.initial_backoff_ms".into(), "must be > 0".into()));
         }
         if self.retry.max_backoff_ms < self.retry.initial_backoff_ms {
-            problems.push(("retry.max_backoff_ms".into(), "must be >= initial_backoff_ms".into()));
+            problems.push((
+                "retry.max_backoff_ms".into(),
+                "must be >= initial_backoff_ms".into(),
+            ));
         }
         if self.retry.max_attempts == 0 && self.retry.max_retry_duration_secs == 0 {
             problems.push((
@@ -236,10 +258,16 @@ impl CommonSinkSettings {
         }
         let breaker = &self.circuit_breaker;
         if breaker.consecutive_failures == 0 {
-            problems.push(("circuit_breaker.consecutive_failures".into(), "must be > 0".into()));
+            problems.push((
+                "circuit_breaker.consecutive_failures".into(),
+                "must be > 0".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&breaker.failure_rate) || breaker.failure_rate.is_nan() {
-            problems.push(("circuit_breaker.failure_rate".into(), "must be between 0 and 1".into()));
+            problems.push((
+                "circuit_breaker.failure_rate".into(),
+                "must be between 0 and 1".into(),
+            ));
         }
         if breaker.window_secs == 0 {
             problems.push(("circuit_breaker.window_secs".into(), "must be > 0".into()));

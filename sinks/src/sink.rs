@@ -16,7 +16,10 @@ pub enum SendError {
     Retryable(String),
     /// The destination asked us to slow down (429/503); retried after `retry_after` when given.
     #[error("rate limited: {message}")]
-    RateLimited { retry_after: Option<Duration>, message: String },
+    RateLimited {
+        retry_after: Option<Duration>,
+        message: String,
+    },
     /// The destination refused the batch itself (bad data, schema mismatch): never retried, the batch
     /// goes to the sink's dead-letter store with this message.
     #[error("permanent: {0}")]
@@ -29,7 +32,10 @@ pub enum SinkError {
     #[error("{0}")]
     Setup(String),
     #[error("i/o error on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// A destination for events. Implementations translate and send; they do not retry or batch.

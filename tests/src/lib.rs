@@ -12,9 +12,16 @@ use serde_json::Value;
 /// its integration tests, next to the `deps/` folder the test executable runs from.
 pub fn binary() -> PathBuf {
     let test_exe = std::env::current_exe().expect("current test executable");
-    let profile_dir = test_exe.parent().and_then(Path::parent).expect("target/<profile> folder");
+    let profile_dir = test_exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> folder");
     let binary = profile_dir.join(format!("switchyard-e2e{}", std::env::consts::EXE_SUFFIX));
-    assert!(binary.exists(), "{} is missing: run the tests with `cargo test`", binary.display());
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with `cargo test`",
+        binary.display()
+    );
     binary
 }
 
@@ -35,14 +42,22 @@ impl Switchyard {
     /// Writes `config` (where `{dir}` stands for the data dir) and starts switchyard on it.
     pub fn start(dir: &Path, config: &str) -> Switchyard {
         let config_path = dir.join("switchyard.toml");
-        std::fs::write(&config_path, config.replace("{dir}", &dir.display().to_string())).unwrap();
+        std::fs::write(
+            &config_path,
+            config.replace("{dir}", &dir.display().to_string()),
+        )
+        .unwrap();
         Switchyard::start_with_file(dir, &config_path)
     }
 
     /// Starts switchyard on an existing config file.
     pub fn start_with_file(dir: &Path, config_path: &Path) -> Switchyard {
         let stderr_path = dir.join(format!("stderr-{}.log", std::process::id()));
-        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&stderr_path).unwrap();
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr_path)
+            .unwrap();
         let mut child = Command::new(binary())
             .arg("run")
             .arg("--config")
@@ -65,13 +80,17 @@ impl Switchyard {
             } else if let Some(url) = line.strip_prefix("switchyard admin listening on ") {
                 admin_url = Some(url.trim().to_string());
             }
-            if base_url.is_some() && (admin_url.is_some() || !config_has_admin_listen(config_path)) {
+            if base_url.is_some() && (admin_url.is_some() || !config_has_admin_listen(config_path))
+            {
                 break;
             }
         }
         let Some(base_url) = base_url else {
             let _ = child.kill();
-            panic!("switchyard did not start: {}", std::fs::read_to_string(&stderr_path).unwrap_or_default());
+            panic!(
+                "switchyard did not start: {}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
@@ -117,16 +136,18 @@ impl Switchyard {
 }
 
 fn config_has_admin_listen(path: &Path) -> bool {
-    std::fs::read_to_string(path).map(|text| {
-        let mut in_admin = false;
-        text.lines().any(|line| {
-            let line = line.trim();
-            if line.starts_with('[') {
-                in_admin = line == "[admin]";
-            }
-            in_admin && line.starts_with("listen")
+    std::fs::read_to_string(path)
+        .map(|text| {
+            let mut in_admin = false;
+            text.lines().any(|line| {
+                let line = line.trim();
+                if line.starts_with('[') {
+                    in_admin = line == "[admin]";
+                }
+                in_admin && line.starts_with("listen")
+            })
         })
-    }).unwrap_or(false)
+        .unwrap_or(false)
 }
 
 impl Drop for Switchyard {
@@ -137,7 +158,11 @@ impl Drop for Switchyard {
 }
 
 fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
     assert!(status.success(), "kill -{name} {pid} failed");
 }
 
@@ -158,7 +183,11 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::Exit
 /// Every NDJSON line in every `events-*.ndjson` file under `dir`, parsed, in file order.
 pub fn read_ndjson_dir(dir: &Path) -> Vec<Value> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "ndjson")).collect(),
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "ndjson"))
+            .collect(),
         Err(_) => return Vec::new(),
     };
     files.sort();
@@ -166,7 +195,10 @@ pub fn read_ndjson_dir(dir: &Path) -> Vec<Value> {
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            events.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("bad NDJSON line in {}: {e}", file.display())));
+            events.push(
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("bad NDJSON line in {}: {e}", file.display())),
+            );
         }
     }
     events
@@ -195,7 +227,11 @@ pub async fn wait_for_events(dir: &Path, count: usize, timeout: Duration) -> Vec
     .await;
     match found {
         Some(events) => events,
-        None => panic!("expected {count} events in {}, found {}", dir.display(), read_ndjson_dir(dir).len()),
+        None => panic!(
+            "expected {count} events in {}, found {}",
+            dir.display(),
+            read_ndjson_dir(dir).len()
+        ),
     }
 }
 
@@ -211,5 +247,8 @@ pub fn track(message_id: &str, user: &str) -> Value {
 
 /// An HTTP client for the tests.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }

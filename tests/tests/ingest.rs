@@ -38,10 +38,15 @@ async fn batch_accepts_good_events_and_rejects_bad_ones_by_index() {
     let dir = tempfile::tempdir().unwrap();
     let server = Switchyard::start(dir.path(), &config(100));
     let client = client();
-    let mut batch: Vec<Value> = (0..50).map(|i| track(&format!("m-{i}"), &format!("user-{}", i % 7))).collect();
+    let mut batch: Vec<Value> = (0..50)
+        .map(|i| track(&format!("m-{i}"), &format!("user-{}", i % 7)))
+        .collect();
     batch.insert(3, json!({"type": "track", "event": "No Ids"}));
     batch.insert(10, json!({"type": "track", "userId": "u"}));
-    batch.insert(20, json!({"type": "identify", "userId": "u", "traits": "not an object"}));
+    batch.insert(
+        20,
+        json!({"type": "identify", "userId": "u", "traits": "not an object"}),
+    );
     batch.insert(30, json!({"type": "track", "event": "Huge", "userId": "u", "properties": {"blob": "x".repeat(5000)}}));
     batch.push(json!({"type": "identify", "userId": "user-1", "traits": {"plan": "pro"}}));
     let response = client
@@ -61,17 +66,31 @@ async fn batch_accepts_good_events_and_rejects_bad_ones_by_index() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["index"].as_u64().unwrap(), r["reason"].as_str().unwrap().to_string()))
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap(),
+                r["reason"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    assert_eq!(rejected.iter().map(|r| r.0).collect::<Vec<_>>(), vec![3, 10, 20, 30]);
-    assert!(rejected[0].1.contains("userId and anonymousId"), "{rejected:?}");
+    assert_eq!(
+        rejected.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![3, 10, 20, 30]
+    );
+    assert!(
+        rejected[0].1.contains("userId and anonymousId"),
+        "{rejected:?}"
+    );
     assert!(rejected[1].1.contains("event is required"), "{rejected:?}");
     assert!(rejected[2].1.starts_with("traits:"), "{rejected:?}");
     assert!(rejected[3].1.contains("over the limit"), "{rejected:?}");
 
     let events = wait_for_events(&dir.path().join("events"), 51, Duration::from_secs(20)).await;
     assert_eq!(events.len(), 51, "every accepted event exactly once");
-    let ids: HashSet<&str> = events.iter().map(|e| e["messageId"].as_str().unwrap()).collect();
+    let ids: HashSet<&str> = events
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 51);
     let first = events.iter().find(|e| e["messageId"] == "m-0").unwrap();
     assert_eq!(first["source"], "web");
@@ -86,7 +105,11 @@ async fn batch_accepts_good_events_and_rejects_bad_ones_by_index() {
     let timestamp = first["timestamp"].as_str().unwrap();
     assert_ne!(received, timestamp);
     let identify = events.iter().find(|e| e["type"] == "identify").unwrap();
-    assert_eq!(uuid_version(identify["messageId"].as_str().unwrap()), Some('7'), "server-generated UUIDv7");
+    assert_eq!(
+        uuid_version(identify["messageId"].as_str().unwrap()),
+        Some('7'),
+        "server-generated UUIDv7"
+    );
     assert_eq!(identify["traits"]["plan"], "pro");
 }
 
@@ -100,21 +123,48 @@ async fn single_call_endpoints_gzip_and_write_key_in_body() {
     let server = Switchyard::start(dir.path(), &config(50));
     let client = client();
     for (path, body) in [
-        ("/v1/track", json!({"event": "Played", "userId": "u1", "writeKey": "wk_ios_1"})),
-        ("/v1/identify", json!({"userId": "u1", "traits": {"name": "Ada"}, "writeKey": "wk_ios_1"})),
-        ("/v1/page", json!({"name": "Home", "anonymousId": "a1", "writeKey": "wk_ios_1"})),
-        ("/v1/screen", json!({"name": "Settings", "anonymousId": "a1", "writeKey": "wk_ios_1"})),
-        ("/v1/group", json!({"groupId": "g1", "userId": "u1", "writeKey": "wk_ios_1"})),
-        ("/v1/alias", json!({"previousId": "a1", "userId": "u1", "writeKey": "wk_ios_1"})),
+        (
+            "/v1/track",
+            json!({"event": "Played", "userId": "u1", "writeKey": "wk_ios_1"}),
+        ),
+        (
+            "/v1/identify",
+            json!({"userId": "u1", "traits": {"name": "Ada"}, "writeKey": "wk_ios_1"}),
+        ),
+        (
+            "/v1/page",
+            json!({"name": "Home", "anonymousId": "a1", "writeKey": "wk_ios_1"}),
+        ),
+        (
+            "/v1/screen",
+            json!({"name": "Settings", "anonymousId": "a1", "writeKey": "wk_ios_1"}),
+        ),
+        (
+            "/v1/group",
+            json!({"groupId": "g1", "userId": "u1", "writeKey": "wk_ios_1"}),
+        ),
+        (
+            "/v1/alias",
+            json!({"previousId": "a1", "userId": "u1", "writeKey": "wk_ios_1"}),
+        ),
     ] {
-        let response = client.post(server.url(path)).json(&body).send().await.unwrap();
+        let response = client
+            .post(server.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{path}");
         let answer: Value = response.json().await.unwrap();
         assert_eq!(answer["accepted"], 1, "{path}: {answer}");
     }
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder
-        .write_all(json!({"batch": [track("gz-1", "u2"), track("gz-2", "u2")]}).to_string().as_bytes())
+        .write_all(
+            json!({"batch": [track("gz-1", "u2"), track("gz-2", "u2")]})
+                .to_string()
+                .as_bytes(),
+        )
         .unwrap();
     let response = client
         .post(server.url("/v1/batch/"))
@@ -130,7 +180,9 @@ async fn single_call_endpoints_gzip_and_write_key_in_body() {
     let types: HashSet<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(types.len(), 6);
     assert!(events.iter().filter(|e| e["source"] == "ios").count() == 6);
-    assert!(events.iter().any(|e| e["messageId"] == "gz-2" && e["source"] == "web"));
+    assert!(events
+        .iter()
+        .any(|e| e["messageId"] == "gz-2" && e["source"] == "web"));
 }
 
 #[tokio::test]
@@ -140,26 +192,79 @@ async fn whole_request_problems_get_json_errors() {
     let client = client();
     let good = json!({"batch": [track("x", "u")]});
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
-        (client.post(server.url("/v1/batch")).json(&good), 401, "unauthorized"),
-        (client.post(server.url("/v1/batch")).basic_auth("wrong", Some("")).json(&good), 401, "unauthorized"),
-        (client.post(server.url("/v1/batch")).basic_auth("wk_web_1", Some("")).body("{\"batch\": ["), 400, "malformed_json"),
-        (client.post(server.url("/v1/batch")).basic_auth("wk_web_1", Some("")).body("{\"events\": []}"), 400, "invalid_batch"),
-        (client.post(server.url("/v1/batch")).basic_auth("wk_web_1", Some("")).body(vec![b'x'; 300_000]), 413, "body_too_large"),
-        (client.get(server.url("/v1/batch")), 405, "method_not_allowed"),
+        (
+            client.post(server.url("/v1/batch")).json(&good),
+            401,
+            "unauthorized",
+        ),
+        (
+            client
+                .post(server.url("/v1/batch"))
+                .basic_auth("wrong", Some(""))
+                .json(&good),
+            401,
+            "unauthorized",
+        ),
+        (
+            client
+                .post(server.url("/v1/batch"))
+                .basic_auth("wk_web_1", Some(""))
+                .body("{\"batch\": ["),
+            400,
+            "malformed_json",
+        ),
+        (
+            client
+                .post(server.url("/v1/batch"))
+                .basic_auth("wk_web_1", Some(""))
+                .body("{\"events\": []}"),
+            400,
+            "invalid_batch",
+        ),
+        (
+            client
+                .post(server.url("/v1/batch"))
+                .basic_auth("wk_web_1", Some(""))
+                .body(vec![b'x'; 300_000]),
+            413,
+            "body_too_large",
+        ),
+        (
+            client.get(server.url("/v1/batch")),
+            405,
+            "method_not_allowed",
+        ),
         (client.post(server.url("/v2/nothing")), 404, "not_found"),
-        (client.post(server.url("/v1/batch")).basic_auth("wk_web_1", Some("")).header("content-encoding", "gzip").body("{}"), 400, "bad_gzip"),
+        (
+            client
+                .post(server.url("/v1/batch"))
+                .basic_auth("wk_web_1", Some(""))
+                .header("content-encoding", "gzip")
+                .body("{}"),
+            400,
+            "bad_gzip",
+        ),
     ];
     for (index, (request, status, code)) in cases.into_iter().enumerate() {
         let response = request.send().await.unwrap();
         assert_eq!(response.status().as_u16(), status, "case {index}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], code, "case {index}: {body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
     }
     // The server is still healthy and nothing was stored.
     let health = client.get(server.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let ready: Value = client.get(server.url("/ready")).send().await.unwrap().json().await.unwrap();
+    let ready: Value = client
+        .get(server.url("/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ready["ready"], true, "{ready}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(read_ndjson_dir(&dir.path().join("events")).is_empty());
@@ -215,7 +320,10 @@ async fn sigterm_flushes_pending_batches_before_exit() {
         .unwrap();
     assert_eq!(response.status(), 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(read_ndjson_dir(&dir.path().join("events")).is_empty(), "not yet flushed");
+    assert!(
+        read_ndjson_dir(&dir.path().join("events")).is_empty(),
+        "not yet flushed"
+    );
     let status = server.terminate();
     assert!(status.success(), "clean exit: {status:?}");
     assert_eq!(read_ndjson_dir(&dir.path().join("events")).len(), 20);
@@ -229,7 +337,9 @@ async fn kill_9_loses_nothing_that_was_accepted() {
     let client = client();
     let mut sent = 0;
     for round in 0..10 {
-        let batch: Vec<Value> = (0..30).map(|i| track(&format!("k-{round}-{i}"), &format!("u{i}"))).collect();
+        let batch: Vec<Value> = (0..30)
+            .map(|i| track(&format!("k-{round}-{i}"), &format!("u{i}")))
+            .collect();
         let response = client
             .post(server.url("/v1/batch"))
             .basic_auth("wk_web_1", Some(""))
@@ -243,9 +353,15 @@ async fn kill_9_loses_nothing_that_was_accepted() {
     server.kill9();
     assert!(read_ndjson_dir(&dir.path().join("events")).is_empty());
     // Restart with a short batch wait: the sink resumes at its cursor and delivers everything.
-    let restarted = Switchyard::start(dir.path(), &config.replace("max_wait_ms = 600000", "max_wait_ms = 50"));
+    let restarted = Switchyard::start(
+        dir.path(),
+        &config.replace("max_wait_ms = 600000", "max_wait_ms = 50"),
+    );
     let events = wait_for_events(&dir.path().join("events"), sent, Duration::from_secs(20)).await;
-    let ids: HashSet<String> = events.iter().map(|e| e["messageId"].as_str().unwrap().to_string()).collect();
+    let ids: HashSet<String> = events
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids.len(), sent);
     assert_eq!(events.len(), sent, "no duplicates either");
     drop(restarted);
