@@ -231,14 +231,20 @@ fn parse_sink(
     let kind = deserialize::<SinkKind>(&path, toml::Value::Table(table), problems);
     let common =
         deserialize::<CommonSinkSettings>(&path, toml::Value::Table(common_table), problems);
-    let (kind, mut common) = (kind?, common?);
-    common.sanitizers = sanitizers;
-    for (inner, message) in kind.validate().into_iter().chain(common.validate()) {
+    // Validate each part that parsed, so one bad part does not hide the other's problems.
+    let kind_problems = kind.as_ref().map(SinkKind::validate).unwrap_or_default();
+    let common_problems = common
+        .as_ref()
+        .map(CommonSinkSettings::validate)
+        .unwrap_or_default();
+    for (inner, message) in kind_problems.into_iter().chain(common_problems) {
         problems.push(ConfigProblem {
             path: format!("{path}.{inner}"),
             message,
         });
     }
+    let (kind, mut common) = (kind?, common?);
+    common.sanitizers = sanitizers;
     Some(SinkSettings { kind, common })
 }
 

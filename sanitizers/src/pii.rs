@@ -215,9 +215,13 @@ impl PiiDetector {
             return;
         }
         let f = Features::scan(text.as_bytes());
-        if !f.any() {
-            return;
+        if f.any() {
+            self.scan_with(text, &f, emit);
         }
+    }
+
+    /// Runs the rules whose gate in `f` is open.
+    fn scan_with(&self, text: &str, f: &Features, emit: &mut dyn FnMut(Cand) -> bool) {
         let r = self.rules;
         let on = |k: PiiKind| self.enabled(k);
         // Most specific first, so contains_pii() can stop early on the cheapest evidence.
@@ -465,6 +469,29 @@ fn is_email_local(c: u8) -> bool {
 }
 
 impl Features {
+    /// Every gate open (tests compare gated and ungated results).
+    #[cfg(test)]
+    fn all_open() -> Features {
+        Features {
+            digits: u32::MAX,
+            max_digit_run: u32::MAX,
+            colons: u32::MAX,
+            at: true,
+            email: true,
+            scheme: true,
+            eyj: true,
+            key_prefix: true,
+            secret_label: true,
+            auth_word: true,
+            ssn_label: true,
+            intl_start: true,
+            ssn_shape: true,
+            phone_shape: true,
+            card_shape: true,
+            ipv4_shape: true,
+        }
+    }
+
     fn any(&self) -> bool {
         self.eyj
             || self.key_prefix
@@ -484,101 +511,47 @@ impl Features {
     fn scan(b: &[u8]) -> Features {
         let mut f = Features::default();
         let n = b.len();
-        let mut run = 0u32; // current digit run
-        let mut gap = 0u32; // non-digit bytes since the last run
-        let mut gap_bytes = [0u8; 2];
-        let mut cur = DigitRun::default(); // gap info for the run in progress
-        let mut hist = [DigitRun::default(); 2]; // the two previous completed runs
+        let mut hist = [DigitRun::default(); 2]; // the two previous digit runs
+        let mut last_run_end: Option<usize> = None;
         let mut card_chain = 0u32;
         let mut dot_chain = 0u32;
         let mut i = 0;
-        while i <= n {
-            let c = if i < n { b[i] } else { b' ' };
-            if c.is_ascii_digit() && i < n {
-                if run == 0 {
-                    cur = DigitRun {
-                        len: 0,
-                        gap,
-                        gap_bytes,
-                    };
+        while i < n {
+            let c = b[i];
+            if c.is_ascii_digit() {
+                let start = i;
+                while i < n && b[i].is_ascii_digit() {
+                    i += 1;
                 }
-                run += 1;
-                f.digits += 1;
-                i += 1;
+                let run = (i - start) as u32;
+                f.digits += run;
+                f.max_digit_run = f.max_digit_run.max(run);
+                let cur = match last_run_end {
+                    Some(e) => DigitRun {
+                        len: run,
+                        gap: (start - e) as u32,
+                        gap_bytes: [b[e], if start - e >= 2 { b[e + 1] } else { 0 }],
+                    },
+                    None => DigitRun {
+                        len: run,
+                        gap: u32::MAX,
+                        gap_bytes: [0, 0],
+                    },
+                };
+                last_run_end = Some(i);
+                f.note_run(&hist, &cur, &mut card_chain, &mut dot_chain);
+                hist = [hist[1], cur];
                 continue;
             }
-            if run > 0 {
-                // A digit run just ended: update the structural shapes.
-                cur.len = run;
-                f.max_digit_run = f.max_digit_run.max(run);
-                let [h1, h2] = hist;
-                let single =
-                    |r: &DigitRun, seps: &[u8]| r.gap == 1 && seps.contains(&r.gap_bytes[0]);
-                card_chain = if single(&cur, b" -") && card_chain > 0 {
-                    card_chain + run
-                } else {
-                    run
-                };
-                f.card_shape |= card_chain >= 13;
-                dot_chain = if run > 3 {
-                    0
-                } else if single(&cur, b".") && dot_chain > 0 {
-                    dot_chain + 1
-                } else {
-                    1
-                };
-                f.ipv4_shape |= dot_chain >= 4;
-                f.ssn_shape |= h1.len == 3
-                    && h2.len == 2
-                    && run == 4
-                    && single(&h2, b"- ")
-                    && cur.gap == 1
-                    && cur.gap_bytes[0] == h2.gap_bytes[0];
-                let phone_gap = |r: &DigitRun| {
-                    (1..=2).contains(&r.gap)
-                        && r.gap_bytes[..r.gap as usize]
-                            .iter()
-                            .all(|g| matches!(g, b' ' | b'.' | b'-' | b'(' | b')'))
-                };
-                f.phone_shape |= (h1.len == 3 || h1.len == 4)
-                    && h2.len == 3
-                    && run == 4
-                    && phone_gap(&h2)
-                    && single(&cur, b" .-");
-                hist = [h2, cur];
-                run = 0;
-                gap = 0;
-            }
-            if i == n {
-                break;
-            }
-            if gap < 2 {
-                gap_bytes[gap as usize] = c;
-            }
-            gap += 1;
-            let word_start =
-                c.is_ascii_alphanumeric() && (i == 0 || !b[i - 1].is_ascii_alphanumeric());
-            if word_start {
-                let rest = &b[i..];
-                if !f.key_prefix && key_prefix_at(rest) {
-                    f.key_prefix = true;
+            if c.is_ascii_alphabetic() {
+                if i == 0 || !b[i - 1].is_ascii_alphanumeric() {
+                    f.word_start(b, i);
                 }
-                match c | 0x20 {
-                    b'e' => {
-                        f.eyj |=
-                            rest.starts_with(b"eyJ") && !(i > 0 && matches!(b[i - 1], b'_' | b'-'));
-                    }
-                    b'b' => {
-                        f.auth_word |=
-                            starts_with_ci(rest, b"bearer") || starts_with_ci(rest, b"basic");
-                    }
-                    b'a' => f.auth_word |= starts_with_ci(rest, b"authorization"),
-                    b's' => {
-                        f.ssn_label |=
-                            starts_with_ci(rest, b"ssn") || starts_with_ci(rest, b"social");
-                    }
-                    _ => {}
+                i += 1;
+                while i < n && b[i].is_ascii_alphabetic() {
+                    i += 1;
                 }
+                continue;
             }
             match c {
                 b':' => {
@@ -586,9 +559,9 @@ impl Features {
                     if b.get(i + 1) == Some(&b'/') && b.get(i + 2) == Some(&b'/') {
                         f.scheme = true;
                     }
-                    f.secret_label |= !f.secret_label && secret_label_before(b, i);
+                    f.secret_label = f.secret_label || secret_label_before(b, i);
                 }
-                b'=' => f.secret_label |= !f.secret_label && secret_label_before(b, i),
+                b'=' => f.secret_label = f.secret_label || secret_label_before(b, i),
                 b'@' => {
                     f.at = true;
                     f.email |= i > 0
@@ -612,12 +585,83 @@ impl Features {
                         .get(i + 1)
                         .is_some_and(|d| d.is_ascii_digit() || *d == b'(');
                 }
-                b'-' if !f.key_prefix && b[i..].starts_with(b"-----BEGIN") => f.key_prefix = true,
+                b'-' => {
+                    f.key_prefix = f.key_prefix || b[i..].starts_with(b"-----BEGIN");
+                }
                 _ => {}
             }
             i += 1;
         }
         f
+    }
+
+    /// Keyword / key-prefix checks at the start of an alphabetic word.
+    fn word_start(&mut self, b: &[u8], i: usize) {
+        let rest = &b[i..];
+        if !self.key_prefix && key_prefix_at(rest) {
+            self.key_prefix = true;
+        }
+        match rest[0] | 0x20 {
+            b'e' => {
+                self.eyj |= rest.starts_with(b"eyJ") && !(i > 0 && matches!(b[i - 1], b'_' | b'-'));
+            }
+            b'b' => {
+                self.auth_word |= starts_with_ci(rest, b"bearer") || starts_with_ci(rest, b"basic");
+            }
+            b'a' => self.auth_word |= starts_with_ci(rest, b"authorization"),
+            b's' => {
+                self.ssn_label |= starts_with_ci(rest, b"ssn") || starts_with_ci(rest, b"social");
+            }
+            _ => {}
+        }
+    }
+
+    /// Structural shapes over the last three digit runs (`h[0]`, `h[1]`, `cur`).
+    fn note_run(
+        &mut self,
+        h: &[DigitRun; 2],
+        cur: &DigitRun,
+        card_chain: &mut u32,
+        dot_chain: &mut u32,
+    ) {
+        let single = |r: &DigitRun, seps: &[u8]| r.gap == 1 && seps.contains(&r.gap_bytes[0]);
+        let run = cur.len;
+        // Card groupings: 4-4-4-4(-3), 4-6-5, 4-6-4, or one contiguous run. A chain continues over
+        // a single ` `/`-` after a group of 4 or 6 digits and must start with a group of 4.
+        let [h1, h2] = h;
+        *card_chain = if *card_chain > 0 && single(cur, b" -") && matches!(h2.len, 4 | 6) {
+            *card_chain + run
+        } else if run == 4 {
+            run
+        } else {
+            0
+        };
+        self.card_shape |= run >= 13 || *card_chain >= 13;
+        *dot_chain = if run > 3 {
+            0
+        } else if single(cur, b".") && *dot_chain > 0 {
+            *dot_chain + 1
+        } else {
+            1
+        };
+        self.ipv4_shape |= *dot_chain >= 4;
+        self.ssn_shape |= h1.len == 3
+            && h2.len == 2
+            && run == 4
+            && single(h2, b"- ")
+            && cur.gap == 1
+            && cur.gap_bytes[0] == h2.gap_bytes[0];
+        let phone_gap = |r: &DigitRun| {
+            (1..=2).contains(&r.gap)
+                && r.gap_bytes[..r.gap as usize]
+                    .iter()
+                    .all(|g| matches!(g, b' ' | b'.' | b'-' | b'(' | b')'))
+        };
+        self.phone_shape |= (h1.len == 3 || h1.len == 4)
+            && h2.len == 3
+            && run == 4
+            && phone_gap(h2)
+            && single(cur, b" .-");
     }
 }
 
@@ -1818,6 +1862,65 @@ mod tests {
         assert!(PiiDetector::new(&[]).find("x@y.io").is_empty());
     }
 
+    /// The byte prefilter must never change results: compare against running every rule.
+    #[test]
+    fn prefilter_never_loses_matches() {
+        let d = PiiDetector::new(&PiiKind::ALL);
+        let corpus = include_str!("../testdata/pii/corpus.tsv");
+        let extra = [
+            "%2B14155552671",
+            "x=%204111111111111111",
+            "1(555) 123-4567",
+            "+1(555)123-4567",
+            "aws_secret_access_key = abc/def+ghi",
+            "'password' : 'x y z'",
+            "Proxy-Authorization: Basic YWxhZGRpbjpvcGVuc2VzYW1l",
+            "SSN:123456789",
+            "-----BEGIN PRIVATE KEY-----abc-----END PRIVATE KEY-----",
+        ];
+        let lines = corpus
+            .lines()
+            .filter_map(|l| l.split_once('\t').map(|(_, t)| t))
+            .chain(extra);
+        for text in lines {
+            let mut gated = Vec::new();
+            d.scan(text, &mut |c| {
+                gated.push(c);
+                false
+            });
+            let mut ungated = Vec::new();
+            d.scan_with(text, &Features::all_open(), &mut |c| {
+                ungated.push(c);
+                false
+            });
+            assert_eq!(
+                resolve(gated),
+                resolve(ungated),
+                "prefilter changed the result for {text:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Same property on random strings dense in digits and separators.
+        #[test]
+        fn prefilter_is_exact_on_random_text(text in "[0-9 ()+.:=@%/_-]{0,12}([0-9 ()+.:=@%/_-]|[a-zA-Z]{1,6}){0,12}") {
+            let d = PiiDetector::new(&PiiKind::ALL);
+            let mut gated = Vec::new();
+            d.scan(&text, &mut |c| {
+                gated.push(c);
+                false
+            });
+            let mut ungated = Vec::new();
+            d.scan_with(&text, &Features::all_open(), &mut |c| {
+                ungated.push(c);
+                false
+            });
+            proptest::prop_assert_eq!(resolve(gated), resolve(ungated));
+        }
+    }
+
     #[test]
     fn unicode_text_is_safe() {
         let d = PiiDetector::new(&PiiKind::ALL);
@@ -1835,8 +1938,4 @@ mod tests {
             assert!(d.replace_all(t, |_, _| "*".into()).is_some());
         }
     }
-}
-#[doc(hidden)]
-pub fn __scan_only(s: &str) -> bool {
-    Features::scan(s.as_bytes()).any()
 }
