@@ -104,8 +104,11 @@ pub struct DeliveryConfig {
     pub segment_bytes: u64,
     /// How long delivered log segments are kept for replay.
     pub retention_hours: u64,
-    /// Window in which a re-sent messageId is accepted but not routed again.
+    /// Window in which a re-sent messageId (same source) is accepted but not routed again; 0 turns
+    /// de-duplication off.
     pub dedupe_window_secs: u64,
+    /// Most messageIds remembered per generation (memory bound: about 40 bytes each, two generations).
+    pub dedupe_max_entries: usize,
 }
 
 impl Default for DeliveryConfig {
@@ -117,6 +120,7 @@ impl Default for DeliveryConfig {
             segment_bytes: 64 * 1024 * 1024,
             retention_hours: 168,
             dedupe_window_secs: 600,
+            dedupe_max_entries: 1_000_000,
         }
     }
 }

@@ -138,6 +138,13 @@ struct RolloutChange {
     by: Option<RolloutKey>,
 }
 
+/// The body of `POST /admin/sinks/{name}/replay`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    since: String,
+}
+
 /// Routes `/admin/...`.
 pub async fn route(
     app: Arc<App>,
@@ -185,6 +192,78 @@ pub async fn route(
                 &serde_json::json!({"error": {"code": "invalid_config", "message": "configuration not applied; the previous one keeps running", "problems": problems}}),
             )),
         },
+        (["admin", "sinks", name, "replay"], &Method::POST) => {
+            let name = name.to_string();
+            let who = caller(&request);
+            let body = crate::body::read_limited(request.into_body(), MAX_ADMIN_BODY).await?;
+            let replay: ReplayRequest = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_replay",
+                    format!("expected {{\"since\": RFC3339}}: {e}"),
+                )
+            })?;
+            let since =
+                switchyard_schemas::time::parse_timestamp(&replay.since).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_replay",
+                        format!("since: invalid timestamp `{}`", replay.since),
+                    )
+                })?;
+            match app.engine.replay(&name, since.timestamp_millis()).await {
+                Ok(Some(seq)) => {
+                    let oldest = app.log.first_retained_seq();
+                    audit(
+                        app.data_dir(),
+                        serde_json::json!({"time": now(), "action": "replay", "sink": name, "since": replay.since, "from_seq": seq, "caller": who}),
+                    );
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &serde_json::json!({"sink": name, "from_seq": seq, "head": app.log.head(), "oldest_retained_seq": oldest}),
+                    ))
+                }
+                Ok(None) => Err(ApiError::not_found(format!("no sink named `{name}`"))),
+                Err(message) => Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "replay_failed",
+                    message,
+                )),
+            }
+        }
+        (["admin", "sinks", name, "dead-letters"], &Method::GET) => {
+            match app.engine.dead_letters(name).await {
+                Some(Ok(letters)) => Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({"sink": name, "count": letters.len(), "dead_letters": letters}),
+                )),
+                Some(Err(error)) => Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "read_failed",
+                    error.to_string(),
+                )),
+                None => Err(ApiError::not_found(format!("no sink named `{name}`"))),
+            }
+        }
+        (["admin", "sinks", name, "dead-letters", "replay"], &Method::POST) => {
+            let name = name.to_string();
+            match app.engine.resend_dead_letters(&name).await {
+                Ok(Some(outcome)) => {
+                    audit(
+                        app.data_dir(),
+                        serde_json::json!({"time": now(), "action": "dead_letter_replay", "sink": name, "outcome": outcome, "caller": caller(&request)}),
+                    );
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &serde_json::json!({"sink": name, "outcome": outcome}),
+                    ))
+                }
+                Ok(None) => Err(ApiError::not_found(format!("no sink named `{name}`"))),
+                Err(message) => Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "replay_failed",
+                    message,
+                )),
+            }
+        }
         (["admin", "sinks"], _) => Err(method_not_allowed("GET")),
         (["admin", "sinks", _, "rollout"], _) => Err(method_not_allowed("PUT")),
         (["admin", "reload"], _) => Err(method_not_allowed("POST")),

@@ -1,10 +1,10 @@
 //! The application state shared by every request: the config in force, the ingest log, the fan-out
 //! engine, counters, and the start-up / reload / shutdown sequences.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -87,41 +87,106 @@ fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
         == 0
 }
 
+/// Ingest counters of one source since start.
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    pub received: AtomicU64,
+    pub accepted: AtomicU64,
+    pub rejected: Mutex<BTreeMap<&'static str, u64>>,
+    pub dropped_opt_out: AtomicU64,
+    pub dropped_sanitizer: AtomicU64,
+    pub dropped_duplicate: AtomicU64,
+    pub refused_full: AtomicU64,
+}
+
+/// A copy of [`SourceCounters`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceCountersSnapshot {
+    pub received: u64,
+    pub accepted: u64,
+    pub rejected: BTreeMap<&'static str, u64>,
+    pub dropped_opt_out: u64,
+    pub dropped_sanitizer: u64,
+    pub dropped_duplicate: u64,
+    pub refused_full: u64,
+}
+
+impl SourceCounters {
+    pub fn add(counter: &AtomicU64, amount: usize) {
+        counter.fetch_add(amount as u64, Ordering::Relaxed);
+    }
+
+    /// Counts rejections by their reason code.
+    pub fn add_rejected(&self, codes: impl Iterator<Item = &'static str>) {
+        let mut rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        for code in codes {
+            *rejected.entry(code).or_default() += 1;
+        }
+    }
+
+    fn snapshot(&self) -> SourceCountersSnapshot {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SourceCountersSnapshot {
+            received: load(&self.received),
+            accepted: load(&self.accepted),
+            rejected: self
+                .rejected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            dropped_opt_out: load(&self.dropped_opt_out),
+            dropped_sanitizer: load(&self.dropped_sanitizer),
+            dropped_duplicate: load(&self.dropped_duplicate),
+            refused_full: load(&self.refused_full),
+        }
+    }
+}
+
 /// Ingest counters since start.
 #[derive(Debug, Default)]
 pub struct IngestStats {
     pub requests: AtomicU64,
-    pub accepted: AtomicU64,
-    pub rejected: AtomicU64,
-    pub dropped_opt_out: AtomicU64,
-    pub dropped_sanitizer: AtomicU64,
-    pub refused_full: AtomicU64,
     pub unauthorized: AtomicU64,
+    sources: RwLock<HashMap<String, Arc<SourceCounters>>>,
 }
 
 /// A copy of [`IngestStats`] for responses.
 #[derive(Debug, Serialize)]
 pub struct IngestStatsSnapshot {
     pub requests: u64,
-    pub accepted: u64,
-    pub rejected: u64,
-    pub dropped_opt_out: u64,
-    pub dropped_sanitizer: u64,
-    pub refused_full: u64,
     pub unauthorized: u64,
+    pub sources: BTreeMap<String, SourceCountersSnapshot>,
 }
 
 impl IngestStats {
+    /// The counters of one source (created on first use).
+    pub fn source(&self, name: &str) -> Arc<SourceCounters> {
+        if let Some(counters) = self
+            .sources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return counters.clone();
+        }
+        let mut sources = self.sources.write().unwrap_or_else(|p| p.into_inner());
+        sources.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Every source's counters.
+    pub fn per_source(&self) -> BTreeMap<String, SourceCountersSnapshot> {
+        let sources = self.sources.read().unwrap_or_else(|p| p.into_inner());
+        sources
+            .iter()
+            .map(|(name, counters)| (name.clone(), counters.snapshot()))
+            .collect()
+    }
+
     pub fn snapshot(&self) -> IngestStatsSnapshot {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         IngestStatsSnapshot {
-            requests: load(&self.requests),
-            accepted: load(&self.accepted),
-            rejected: load(&self.rejected),
-            dropped_opt_out: load(&self.dropped_opt_out),
-            dropped_sanitizer: load(&self.dropped_sanitizer),
-            refused_full: load(&self.refused_full),
-            unauthorized: load(&self.unauthorized),
+            requests: self.requests.load(Ordering::Relaxed),
+            unauthorized: self.unauthorized.load(Ordering::Relaxed),
+            sources: self.per_source(),
         }
     }
 }
@@ -141,6 +206,7 @@ pub struct App {
     pub log: Arc<IngestLog>,
     pub engine: Engine,
     pub stats: IngestStats,
+    pub dedupe: crate::dedupe::Deduper,
     pub config_path: Option<PathBuf>,
     data_dir: PathBuf,
     ready: AtomicBool,
@@ -203,6 +269,10 @@ impl App {
             log,
             engine,
             stats: IngestStats::default(),
+            dedupe: crate::dedupe::Deduper::new(
+                Duration::from_secs(config.delivery.dedupe_window_secs),
+                config.delivery.dedupe_max_entries,
+            ),
             config_path,
             data_dir,
             ready: AtomicBool::new(true),

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::admin_client::{self, AdminCallError, AdminTarget};
+
 /// Switchyard: an event router for product analytics.
 #[derive(Parser)]
 #[command(name = "switchyard", version, about)]
@@ -29,6 +31,142 @@ enum Command {
     Schema,
     /// Print the built-in default config.
     DefaultConfig,
+    /// Show or change a sink's rollout dial on a running switchyard.
+    Rollout {
+        #[command(subcommand)]
+        action: RolloutAction,
+    },
+    /// Re-deliver retained ingest-log records to one sink (backfill a new sink, or repeat after a fix).
+    Replay {
+        #[arg(long)]
+        sink: String,
+        /// Replay records accepted at or after this time (RFC 3339).
+        #[arg(long)]
+        since: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// List or re-send a sink's dead letters.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum RolloutAction {
+    /// Every sink with its rollout, breaker, lag and counters.
+    Status {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Set a sink's percent (0 stops it) and optionally its mode.
+    Set {
+        sink: String,
+        percent: f64,
+        #[arg(long)]
+        mode: Option<String>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// Count and show dead letters per sink, read from the data dir (works while switchyard is down).
+    List {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        sink: Option<String>,
+        /// Print every dead letter as NDJSON instead of a summary.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Re-send a sink's dead letters through the running switchyard.
+    Replay {
+        #[arg(long)]
+        sink: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, std::io::Error> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future))
+}
+
+fn print_admin_result(
+    result: Result<Result<serde_json::Value, AdminCallError>, std::io::Error>,
+    render: impl Fn(&serde_json::Value) -> String,
+) -> ExitCode {
+    match result {
+        Ok(Ok(value)) => {
+            println!("{}", render(&value));
+            ExitCode::SUCCESS
+        }
+        Ok(Err(error)) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn pretty(value: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+fn list_dead_letters(config: Option<&PathBuf>, sink: Option<&str>, full: bool) -> ExitCode {
+    let config = match crate::run::load_config(config) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let dir = config.server.data_dir.join("dead-letters");
+    let mut names: Vec<String> = match sink {
+        Some(sink) => vec![sink.to_string()],
+        None => config.sinks.keys().cloned().collect(),
+    };
+    names.sort();
+    for name in names {
+        let letters = match switchyard_sinks::dead_letter::read_dead_letters(
+            &dir.join(format!("{name}.ndjson")),
+        ) {
+            Ok(letters) => letters,
+            Err(error) => {
+                eprintln!("{name}: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if full {
+            for letter in &letters {
+                println!(
+                    "{}",
+                    serde_json::json!({"sink": name, "dead_letter": letter})
+                );
+            }
+            continue;
+        }
+        let mut by_error: std::collections::BTreeMap<&str, usize> =
+            std::collections::BTreeMap::new();
+        for letter in &letters {
+            *by_error.entry(letter.error.as_str()).or_default() += 1;
+        }
+        println!("{name}: {} dead letters", letters.len());
+        for (error, count) in by_error {
+            println!("  {count:>8}  {error}");
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// Parses the command line and runs the command; the `switchyard` binary is just this.
@@ -98,5 +236,66 @@ pub fn main() -> ExitCode {
             print!("{}", switchyard_config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
         }
+        Command::Rollout {
+            action: RolloutAction::Status { target },
+        } => print_admin_result(
+            block_on(admin_client::call(
+                &target,
+                reqwest::Method::GET,
+                "/admin/sinks",
+                None,
+            )),
+            admin_client::sinks_table,
+        ),
+        Command::Rollout {
+            action:
+                RolloutAction::Set {
+                    sink,
+                    percent,
+                    mode,
+                    target,
+                },
+        } => {
+            let mut body = serde_json::json!({"percent": percent});
+            if let Some(mode) = mode {
+                body["mode"] = serde_json::Value::String(mode);
+            }
+            print_admin_result(
+                block_on(admin_client::call(
+                    &target,
+                    reqwest::Method::PUT,
+                    &format!("/admin/sinks/{sink}/rollout"),
+                    Some(body),
+                )),
+                pretty,
+            )
+        }
+        Command::Replay {
+            sink,
+            since,
+            target,
+        } => print_admin_result(
+            block_on(admin_client::call(
+                &target,
+                reqwest::Method::POST,
+                &format!("/admin/sinks/{sink}/replay"),
+                Some(serde_json::json!({"since": since})),
+            )),
+            pretty,
+        ),
+        Command::DeadLetters {
+            action: DeadLetterAction::List { config, sink, full },
+        } => list_dead_letters(config.as_ref(), sink.as_deref(), full),
+        Command::DeadLetters {
+            action: DeadLetterAction::Replay { sink, target },
+        } => print_admin_result(
+            block_on(admin_client::call(
+                &target,
+                reqwest::Method::POST,
+                &format!("/admin/sinks/{sink}/dead-letters/replay"),
+                None,
+            )),
+            pretty,
+        ),
     }
 }

@@ -12,7 +12,8 @@ use switchyard_config::ConsentSettings;
 use switchyard_sanitizers::{Chain, SanitizeReport, Verdict};
 use switchyard_sinks::dead_letter::DeadLetterStore;
 use switchyard_sinks::delivery::{
-    EventStage, RunnerHandle, RunnerParts, RunnerSignal, SinkStats, SinkStatsSnapshot, StageOutcome,
+    EventStage, ResendOutcome, RunnerCommand, RunnerHandle, RunnerParts, RunnerSignal, SinkStats,
+    SinkStatsSnapshot, StageOutcome,
 };
 use switchyard_sinks::log::IngestLog;
 use switchyard_sinks::rollout::RolloutState;
@@ -142,6 +143,9 @@ impl Engine {
         let rollout = Arc::new(RolloutState::new(&settings.common.rollout));
         let stats = Arc::new(SinkStats::default());
         let dead_letters = Arc::new(DeadLetterStore::new(self.dead_letter_dir.as_deref(), name));
+        if let Err(error) = dead_letters.recover() {
+            tracing::error!(sink = %name, %error, "cannot recover dead letters of an interrupted re-send");
+        }
         let runner = RunnerHandle::spawn(RunnerParts {
             name: name.to_string(),
             sink: sink.clone(),
@@ -241,6 +245,82 @@ impl Engine {
         let previous = entry.rollout.get();
         entry.rollout.set(rollout);
         Some(previous)
+    }
+
+    /// Re-delivers retained log records appended at or after `since_ms` to one sink (backfill or replay).
+    /// Returns the sequence number it restarts from, or None for an unknown sink.
+    pub async fn replay(&self, name: &str, since_ms: i64) -> Result<Option<u64>, String> {
+        let sinks = self.sinks.lock().await;
+        let Some(entry) = sinks.get(name) else {
+            return Ok(None);
+        };
+        let log = self.log.clone();
+        let seq = tokio::task::spawn_blocking(move || log.first_seq_since(since_ms))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if !entry.runner.command(RunnerCommand::Rewind { seq }).await {
+            return Err(format!("sink `{name}` is not running"));
+        }
+        Ok(Some(seq))
+    }
+
+    /// Re-sends a sink's dead letters through its runner (retries, breaker, dead letters again on a
+    /// permanent error). None for an unknown sink.
+    pub async fn resend_dead_letters(&self, name: &str) -> Result<Option<ResendOutcome>, String> {
+        let (store, receiver) = {
+            let sinks = self.sinks.lock().await;
+            let Some(entry) = sinks.get(name) else {
+                return Ok(None);
+            };
+            let letters = entry
+                .dead_letters
+                .take_all()
+                .map_err(|e| format!("cannot read dead letters: {e}"))?;
+            if letters.is_empty() {
+                return Ok(Some(ResendOutcome::default()));
+            }
+            let events = letters
+                .into_iter()
+                .map(|letter| Arc::new(letter.event))
+                .collect();
+            let (reply, receiver) = tokio::sync::oneshot::channel();
+            if !entry
+                .runner
+                .command(RunnerCommand::ResendDeadLetters { events, reply })
+                .await
+            {
+                // Nothing was sent: the leftover file is put back by recover().
+                let _ = entry.dead_letters.recover();
+                return Err(format!("sink `{name}` is not running"));
+            }
+            (entry.dead_letters.clone(), receiver)
+        };
+        let outcome = receiver
+            .await
+            .map_err(|_| "the sink stopped during the re-send".to_string())?;
+        store
+            .finish_take()
+            .map_err(|e| format!("cannot clear re-sent dead letters: {e}"))?;
+        Ok(Some(outcome))
+    }
+
+    /// A sink's dead letters (oldest first), or None for an unknown sink.
+    pub async fn dead_letters(
+        &self,
+        name: &str,
+    ) -> Option<std::io::Result<Vec<switchyard_sinks::dead_letter::DeadLetter>>> {
+        let sinks = self.sinks.lock().await;
+        sinks.get(name).map(|entry| entry.dead_letters.list())
+    }
+
+    /// Every sink's live counters and histograms.
+    pub async fn stats(&self) -> Vec<(String, Arc<SinkStats>)> {
+        let sinks = self.sinks.lock().await;
+        sinks
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.stats.clone()))
+            .collect()
     }
 
     /// Every sink's status.

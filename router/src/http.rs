@@ -24,8 +24,8 @@ use switchyard_schemas::EventType;
 use switchyard_sinks::log::LogError;
 use tokio::net::TcpListener;
 
-use crate::app::App;
-use crate::ingest::{decode_body, normalize_all, Rejection, RequestFacts};
+use crate::app::{App, SourceCounters};
+use crate::ingest::{decode_body, normalize_all, Normalized, Rejection, RequestFacts};
 
 /// The response body type.
 pub type Body = Full<Bytes>;
@@ -123,6 +123,9 @@ pub struct DropCounts {
     pub opt_out: usize,
     #[serde(skip_serializing_if = "is_zero")]
     pub sanitizer: usize,
+    /// Re-sent messageIds within the de-duplication window: accepted, not routed again.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub duplicate: usize,
 }
 
 fn is_zero(value: &usize) -> bool {
@@ -131,7 +134,7 @@ fn is_zero(value: &usize) -> bool {
 
 impl DropCounts {
     fn is_empty(&self) -> bool {
-        self.opt_out == 0 && self.sanitizer == 0
+        self.opt_out == 0 && self.sanitizer == 0 && self.duplicate == 0
     }
 }
 
@@ -277,6 +280,22 @@ async fn route(
                 &serde_json::json!({"ready": problems.is_empty(), "problems": problems}),
             ))
         }
+        "/metrics" => {
+            expect_method(&method, &Method::GET, "GET")?;
+            let text = crate::metrics::render(&app).await.map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "metrics_failed",
+                    e.to_string(),
+                )
+            })?;
+            let mut response = Response::new(Full::new(Bytes::from(text)));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(response)
+        }
         "/v1/batch" => {
             expect_method(&method, &Method::POST, "POST")?;
             ingest(app, peer, request, None, request_id).await
@@ -397,6 +416,8 @@ async fn ingest(
         return Err(ApiError::unauthorized("unknown or missing write key"));
     };
 
+    let counters = app.stats.source(&source);
+    SourceCounters::add(&counters.received, decoded.messages.len());
     let opted_out = runtime.config.consent.disabled
         || runtime
             .opt_out_headers
@@ -404,16 +425,14 @@ async fn ingest(
             .any(|name| header_is_set(&parts.headers, name));
     if opted_out {
         let dropped = decoded.messages.len();
-        app.stats
-            .dropped_opt_out
-            .fetch_add(dropped as u64, Ordering::Relaxed);
+        SourceCounters::add(&counters.dropped_opt_out, dropped);
         let response = IngestResponse {
             success: true,
             accepted: 0,
             rejected: Vec::new(),
             dropped: DropCounts {
                 opt_out: dropped,
-                sanitizer: 0,
+                ..DropCounts::default()
             },
         };
         return Ok(json_response(StatusCode::OK, &response));
@@ -429,9 +448,44 @@ async fn ingest(
         ip: Some(&ip),
         user_agent,
     };
-    let (mut events, rejected) = normalize_all(decoded, &facts);
+    let Normalized {
+        mut events,
+        client_message_ids,
+        rejected,
+    } = normalize_all(decoded, &facts);
 
+    // Client retries: a messageId already accepted from this source within the window is not routed again.
     let mut dropped = DropCounts::default();
+    let mut claimed = Vec::new();
+    if app.dedupe.enabled() {
+        let digests: Vec<Option<u64>> = events
+            .iter()
+            .zip(&client_message_ids)
+            .map(|(event, client)| {
+                client.then(|| crate::dedupe::digest(&source, &event.message_id))
+            })
+            .collect();
+        let wanted: Vec<u64> = digests.iter().flatten().copied().collect();
+        let fresh = app.dedupe.claim(&wanted);
+        let mut fresh_iter = fresh.iter();
+        let mut keep = Vec::with_capacity(events.len());
+        for digest in &digests {
+            match digest {
+                Some(digest) => {
+                    let is_fresh = *fresh_iter.next().unwrap_or(&true);
+                    if is_fresh {
+                        claimed.push(*digest);
+                    }
+                    keep.push(is_fresh);
+                }
+                None => keep.push(true),
+            }
+        }
+        let mut keep_iter = keep.into_iter();
+        events.retain(|_| keep_iter.next().unwrap_or(true));
+        dropped.duplicate = digests.len() - events.len();
+    }
+
     if !runtime.global_chain.is_empty() {
         let mut report = SanitizeReport::default();
         events.retain_mut(
@@ -447,21 +501,21 @@ async fn ingest(
     let accepted = events.len();
     if !events.is_empty() {
         let log = app.log.clone();
-        let appended = tokio::task::spawn_blocking(move || log.append(events))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    format!("log writer failed: {e}"),
-                )
-            })?;
+        let appended = tokio::task::spawn_blocking(move || log.append(events)).await;
+        if appended.as_ref().map_or(true, |result| result.is_err()) {
+            app.dedupe.release(&claimed);
+        }
+        let appended = appended.map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("log writer failed: {e}"),
+            )
+        })?;
         match appended {
             Ok(_) => {}
             Err(LogError::Full { .. }) => {
-                app.stats
-                    .refused_full
-                    .fetch_add(accepted as u64, Ordering::Relaxed);
+                SourceCounters::add(&counters.refused_full, accepted);
                 let mut error = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "log_full",
@@ -480,15 +534,11 @@ async fn ingest(
             }
         }
     }
-    app.stats
-        .accepted
-        .fetch_add(accepted as u64, Ordering::Relaxed);
-    app.stats
-        .rejected
-        .fetch_add(rejected.len() as u64, Ordering::Relaxed);
-    app.stats
-        .dropped_sanitizer
-        .fetch_add(dropped.sanitizer as u64, Ordering::Relaxed);
+    let accepted = accepted + dropped.duplicate;
+    SourceCounters::add(&counters.accepted, accepted);
+    SourceCounters::add(&counters.dropped_sanitizer, dropped.sanitizer);
+    SourceCounters::add(&counters.dropped_duplicate, dropped.duplicate);
+    counters.add_rejected(rejected.iter().map(|r| r.code));
     let response = IngestResponse {
         success: rejected.is_empty(),
         accepted,

@@ -14,6 +14,9 @@ use crate::http::ApiError;
 pub struct Rejection {
     pub index: usize,
     pub reason: String,
+    /// The reason's stable code (a metrics label; not in the response).
+    #[serde(skip)]
+    pub code: &'static str,
 }
 
 /// A decoded request body: its messages, still to be normalised, and batch-level fields.
@@ -120,11 +123,16 @@ pub struct RequestFacts<'a> {
     pub user_agent: Option<&'a str>,
 }
 
+/// The events of a request after normalisation.
+pub struct Normalized {
+    pub events: Vec<Event>,
+    /// For each event, whether the client sent its messageId (server-generated ones are unique).
+    pub client_message_ids: Vec<bool>,
+    pub rejected: Vec<Rejection>,
+}
+
 /// Normalises every decoded message; returns the events and the rejections (by index in the batch).
-pub fn normalize_all(
-    decoded: DecodedBody,
-    facts: &RequestFacts<'_>,
-) -> (Vec<Event>, Vec<Rejection>) {
+pub fn normalize_all(decoded: DecodedBody, facts: &RequestFacts<'_>) -> Normalized {
     let defaults = MessageDefaults {
         implied_type: facts.implied_type,
         received_at: facts.received_at,
@@ -136,17 +144,27 @@ pub fn normalize_all(
         user_agent: facts.user_agent,
     };
     let mut events = Vec::with_capacity(decoded.messages.len());
+    let mut client_message_ids = Vec::with_capacity(decoded.messages.len());
     let mut rejected = Vec::new();
     for (index, message) in decoded.messages.into_iter().enumerate() {
+        let client_id = message.as_ref().is_ok_and(|m| m.message_id.is_some());
         match message.and_then(|message| normalize_message(message, &defaults)) {
-            Ok(event) => events.push(event),
+            Ok(event) => {
+                events.push(event);
+                client_message_ids.push(client_id);
+            }
             Err(error) => rejected.push(Rejection {
                 index,
                 reason: error.to_string(),
+                code: error.code(),
             }),
         }
     }
-    (events, rejected)
+    Normalized {
+        events,
+        client_message_ids,
+        rejected,
+    }
 }
 
 #[cfg(test)]
@@ -175,8 +193,13 @@ mod tests {
         ],"writeKey":"wk"}"#;
         let decoded = decode_body(body, None, 100).unwrap();
         assert_eq!(decoded.write_key.as_deref(), Some("wk"));
-        let (events, rejected) = normalize_all(decoded, &facts());
+        let Normalized {
+            events,
+            rejected,
+            client_message_ids,
+        } = normalize_all(decoded, &facts());
         assert_eq!(events.len(), 2);
+        assert_eq!(client_message_ids, vec![false, false]);
         let indexes: Vec<usize> = rejected.iter().map(|r| r.index).collect();
         assert_eq!(indexes, vec![1, 2, 3]);
         assert!(rejected[2].reason.contains("over the limit of 100 bytes"));
@@ -220,9 +243,9 @@ mod tests {
         assert_eq!(decoded.write_key.as_deref(), Some("k"));
         let mut facts = facts();
         facts.implied_type = Some(EventType::Track);
-        let (events, rejected) = normalize_all(decoded, &facts);
-        assert!(rejected.is_empty());
-        assert_eq!(events[0].kind, EventType::Track);
+        let normalized = normalize_all(decoded, &facts);
+        assert!(normalized.rejected.is_empty());
+        assert_eq!(normalized.events[0].kind, EventType::Track);
     }
 
     proptest::proptest! {

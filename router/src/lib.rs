@@ -2,12 +2,15 @@
 //! and the pieces of the `switchyard` binary.
 
 pub mod admin;
+pub mod admin_client;
 pub mod app;
 pub mod body;
 pub mod cli;
+pub mod dedupe;
 pub mod engine;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod run;
 
 pub use app::App;

@@ -140,6 +140,22 @@ pub enum NormalizeError {
     TooLarge { size: usize, limit: usize },
 }
 
+impl NormalizeError {
+    /// A short stable code for metrics (`reason` label).
+    pub fn code(&self) -> &'static str {
+        match self {
+            NormalizeError::Malformed(_) => "malformed",
+            NormalizeError::MissingIdentity => "missing_identity",
+            NormalizeError::MissingType => "missing_type",
+            NormalizeError::UnknownType(_) => "unknown_type",
+            NormalizeError::TypeMismatch { .. } => "type_mismatch",
+            NormalizeError::MissingField(..) => "missing_field",
+            NormalizeError::InvalidTimestamp { .. } => "invalid_timestamp",
+            NormalizeError::TooLarge { .. } => "too_large",
+        }
+    }
+}
+
 /// What the server knows about the request that carried a message.
 #[derive(Debug, Clone)]
 pub struct MessageDefaults<'a> {

@@ -75,6 +75,56 @@ impl DeadLetterStore {
         }
     }
 
+    /// Takes every stored dead letter out of the store for a re-send. On disk the file is first renamed
+    /// to `<sink>.ndjson.resending`, so a crash mid-way loses nothing: the next
+    /// [`DeadLetterStore::recover`] puts its letters back. Call [`DeadLetterStore::finish_take`] once
+    /// each taken letter is delivered or stored again.
+    pub fn take_all(&self) -> std::io::Result<Vec<DeadLetter>> {
+        match &self.path {
+            Some(path) => {
+                self.recover()?;
+                let resending = path.with_extension("ndjson.resending");
+                match fs::rename(path, &resending) {
+                    Ok(()) => read_dead_letters(&resending),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                    Err(error) => Err(error),
+                }
+            }
+            None => Ok(std::mem::take(
+                &mut *self.memory.lock().unwrap_or_else(|p| p.into_inner()),
+            )),
+        }
+    }
+
+    /// Forgets the letters taken by [`DeadLetterStore::take_all`].
+    pub fn finish_take(&self) -> std::io::Result<()> {
+        if let Some(path) = &self.path {
+            match fs::remove_file(path.with_extension("ndjson.resending")) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts back letters left by a re-send that did not finish (a crash).
+    pub fn recover(&self) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let resending = path.with_extension("ndjson.resending");
+        let leftover = match fs::read(&resending) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+        file.write_all(&leftover)?;
+        file.sync_data()?;
+        fs::remove_file(resending)
+    }
+
     /// Every stored dead letter, oldest first.
     pub fn list(&self) -> std::io::Result<Vec<DeadLetter>> {
         match &self.path {
@@ -102,4 +152,44 @@ pub fn read_dead_letters(path: &Path) -> std::io::Result<Vec<DeadLetter>> {
         }
     }
     Ok(letters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str) -> Arc<Event> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "type": "track", "event": "E", "messageId": id, "userId": "u",
+                "timestamp": "2024-01-01T00:00:00Z", "receivedAt": "2024-01-01T00:00:00Z", "source": "s"
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn stores_lists_takes_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeadLetterStore::new(Some(dir.path()), "hook");
+        store
+            .put(&[event("a"), event("b")], "HTTP 400: bad", 1)
+            .unwrap();
+        let listed = store.list().unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].error, "HTTP 400: bad");
+        assert_eq!(listed[1].event.message_id, "b");
+
+        let taken = store.take_all().unwrap();
+        assert_eq!(taken.len(), 2);
+        assert!(store.list().unwrap().is_empty());
+        // A crash before finish_take: recover puts them back.
+        store.recover().unwrap();
+        assert_eq!(store.list().unwrap().len(), 2);
+        let taken = store.take_all().unwrap();
+        assert_eq!(taken.len(), 2);
+        store.finish_take().unwrap();
+        store.recover().unwrap();
+        assert!(store.list().unwrap().is_empty());
+    }
 }

@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use serde::Serialize;
 use switchyard_schemas::Event;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::breaker::{Breaker, BreakerState, BreakerView};
 use crate::dead_letter::DeadLetterStore;
 use crate::log::{IngestLog, Record};
 use crate::rollout::RolloutState;
@@ -33,7 +35,7 @@ pub enum StageOutcome {
 pub type EventStage = Arc<dyn Fn(&Arc<Event>) -> StageOutcome + Send + Sync>;
 
 /// Counters of one sink, since start (the reconciliation report persists its own).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SinkStats {
     /// Events in the sink's rollout share that passed its stage.
     pub offered: AtomicU64,
@@ -47,11 +49,42 @@ pub struct SinkStats {
     /// Failed send attempts (each retry of a batch counts).
     pub failed_attempts: AtomicU64,
     pub batches: AtomicU64,
+    /// Batches re-sent after a failure (each retry counts once).
+    pub retries: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    pub breaker: Arc<BreakerView>,
+    /// Seconds one send took, successful or not.
+    pub send_seconds: Histogram,
+    /// Seconds from an event's receipt to its delivery (oldest event of each delivered batch).
+    pub delivery_lag_seconds: Histogram,
+    /// Events per sent batch.
+    pub batch_events: Histogram,
+}
+
+impl Default for SinkStats {
+    fn default() -> Self {
+        SinkStats {
+            offered: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            dropped_shadow: AtomicU64::new(0),
+            dropped_rollout: AtomicU64::new(0),
+            dropped_consent: AtomicU64::new(0),
+            dropped_sanitizer: AtomicU64::new(0),
+            failed_attempts: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            breaker: Arc::new(BreakerView::default()),
+            send_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
+            delivery_lag_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 22)),
+            batch_events: Histogram::new(exponential_buckets(1.0, 2.0, 18)),
+        }
+    }
 }
 
 /// A serialisable copy of [`SinkStats`].
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SinkStatsSnapshot {
     pub offered: u64,
     pub delivered: u64,
@@ -62,6 +95,9 @@ pub struct SinkStatsSnapshot {
     pub dropped_sanitizer: u64,
     pub failed_attempts: u64,
     pub batches: u64,
+    pub retries: u64,
+    pub breaker: BreakerState,
+    pub breaker_opened: u64,
     pub last_error: Option<String>,
 }
 
@@ -78,6 +114,9 @@ impl SinkStats {
             dropped_sanitizer: load(&self.dropped_sanitizer),
             failed_attempts: load(&self.failed_attempts),
             batches: load(&self.batches),
+            retries: load(&self.retries),
+            breaker: self.breaker.state(),
+            breaker_opened: load(&self.breaker.opened),
             last_error: self
                 .last_error
                 .lock()
@@ -114,9 +153,28 @@ pub struct RunnerParts {
     pub dead_letters: Arc<DeadLetterStore>,
 }
 
-/// A running sink: its task and the means to stop it.
+/// A request to a running sink's runner.
+pub enum RunnerCommand {
+    /// Re-deliver retained log records from `seq` on (replay, backfill).
+    Rewind { seq: u64 },
+    /// Re-send dead letters after a fix; the reply counts what was delivered and dead-lettered again.
+    ResendDeadLetters {
+        events: Vec<Arc<Event>>,
+        reply: oneshot::Sender<ResendOutcome>,
+    },
+}
+
+/// The result of re-sending dead letters.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ResendOutcome {
+    pub delivered: u64,
+    pub dead_lettered_again: u64,
+}
+
+/// A running sink: its task and the means to talk to it.
 pub struct RunnerHandle {
     signal: watch::Sender<RunnerSignal>,
+    commands: mpsc::Sender<RunnerCommand>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -124,8 +182,18 @@ impl RunnerHandle {
     /// Starts the runner task.
     pub fn spawn(parts: RunnerParts) -> RunnerHandle {
         let (signal, receiver) = watch::channel(RunnerSignal::Run);
-        let task = tokio::spawn(Runner::new(parts, receiver).run());
-        RunnerHandle { signal, task }
+        let (commands, command_receiver) = mpsc::channel(16);
+        let task = tokio::spawn(Runner::new(parts, receiver, command_receiver).run());
+        RunnerHandle {
+            signal,
+            commands,
+            task,
+        }
+    }
+
+    /// Sends a command; false when the runner has stopped.
+    pub async fn command(&self, command: RunnerCommand) -> bool {
+        self.commands.send(command).await.is_ok()
     }
 
     /// Asks the runner to stop (see [`RunnerSignal`]) and waits at most `timeout` for it.
@@ -145,7 +213,11 @@ impl RunnerHandle {
 struct Runner {
     parts: RunnerParts,
     signal: watch::Receiver<RunnerSignal>,
+    commands: mpsc::Receiver<RunnerCommand>,
+    breaker: Breaker,
     jitter_state: u64,
+    /// Everything before this sequence number is delivered (or dead-lettered / filtered out).
+    committed: u64,
 }
 
 enum Delivery {
@@ -154,13 +226,36 @@ enum Delivery {
     Interrupted,
 }
 
+/// The batch being assembled.
+struct Pending {
+    events: Vec<Arc<Event>>,
+    bytes: usize,
+    started: Option<Instant>,
+}
+
+impl Pending {
+    fn take(&mut self) -> Vec<Arc<Event>> {
+        self.bytes = 0;
+        self.started = None;
+        std::mem::take(&mut self.events)
+    }
+}
+
 impl Runner {
-    fn new(parts: RunnerParts, signal: watch::Receiver<RunnerSignal>) -> Runner {
+    fn new(
+        parts: RunnerParts,
+        signal: watch::Receiver<RunnerSignal>,
+        commands: mpsc::Receiver<RunnerCommand>,
+    ) -> Runner {
         let seed = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(1) as u64 | 1;
+        let breaker = Breaker::new(&parts.settings.circuit_breaker, parts.stats.breaker.clone());
         Runner {
             parts,
             signal,
+            commands,
+            breaker,
             jitter_state: seed,
+            committed: 0,
         }
     }
 
@@ -183,29 +278,35 @@ impl Runner {
                 return;
             }
         };
+        self.committed = read_position;
         let mut head = log.subscribe();
         let max_events = self.parts.settings.batch.max_events;
         let max_bytes = self.parts.settings.batch.max_bytes;
         let max_wait = Duration::from_millis(self.parts.settings.batch.max_wait_ms);
-        let mut pending: Vec<Arc<Event>> = Vec::with_capacity(max_events.min(100_000));
-        let mut pending_bytes = 0usize;
-        let mut batch_started: Option<Instant> = None;
-        // Where the cursor may be committed once `pending` is delivered.
-        let mut pending_commit = read_position;
+        let mut pending = Pending {
+            events: Vec::with_capacity(max_events.min(100_000)),
+            bytes: 0,
+            started: None,
+        };
         let mut last_commit_at = Instant::now();
         tracing::info!(sink = %name, cursor = read_position, "sink runner started");
 
         loop {
+            while let Ok(command) = self.commands.try_recv() {
+                if let Some(position) = self.handle_command(command, &mut pending).await {
+                    read_position = position;
+                }
+            }
             let signal = *self.signal.borrow();
             let caught_up = read_position >= log.head();
             if signal == RunnerSignal::Shutdown || (signal == RunnerSignal::Drain && caught_up) {
-                if !pending.is_empty() {
-                    let batch = std::mem::take(&mut pending);
+                if !pending.events.is_empty() {
+                    let batch = pending.take();
                     if let Delivery::Done = self.deliver(batch).await {
-                        self.commit(pending_commit);
+                        self.commit(read_position);
                     }
                 } else {
-                    self.commit(pending_commit);
+                    self.commit(read_position);
                 }
                 break;
             }
@@ -221,18 +322,24 @@ impl Runner {
             };
 
             if records.is_empty() {
-                let deadline = batch_started.map(|started| started + max_wait);
+                let deadline = pending.started.map(|started| started + max_wait);
                 let timed_out = tokio::select! {
                     _ = head.changed() => false,
                     _ = self.signal.changed() => false,
+                    command = self.commands.recv() => {
+                        if let Some(command) = command {
+                            if let Some(position) = self.handle_command(command, &mut pending).await {
+                                read_position = position;
+                            }
+                        }
+                        false
+                    }
                     _ = sleep_until_opt(deadline) => true,
                 };
-                if timed_out && !pending.is_empty() {
-                    let batch = std::mem::take(&mut pending);
-                    pending_bytes = 0;
-                    batch_started = None;
+                if timed_out && !pending.events.is_empty() {
+                    let batch = pending.take();
                     if let Delivery::Done = self.deliver(batch).await {
-                        self.commit(pending_commit);
+                        self.commit(read_position);
                         last_commit_at = Instant::now();
                     }
                 }
@@ -250,9 +357,9 @@ impl Runner {
                     match (self.parts.stage)(event) {
                         StageOutcome::Keep(kept) => {
                             SinkStats::add(&self.parts.stats.offered, 1);
-                            pending.push(kept);
-                            pending_bytes += per_event_bytes;
-                            batch_started.get_or_insert_with(Instant::now);
+                            pending.events.push(kept);
+                            pending.bytes += per_event_bytes;
+                            pending.started.get_or_insert_with(Instant::now);
                         }
                         StageOutcome::DropConsent => {
                             SinkStats::add(&self.parts.stats.dropped_consent, 1)
@@ -261,19 +368,17 @@ impl Runner {
                             SinkStats::add(&self.parts.stats.dropped_sanitizer, 1)
                         }
                     }
-                    if pending.len() >= max_events || pending_bytes >= max_bytes {
-                        let last_of_record = index + 1 == count;
-                        let commit_to = if last_of_record {
+                    if pending.events.len() >= max_events || pending.bytes >= max_bytes {
+                        // Mid-record, only the records before this one are wholly delivered.
+                        let commit_to = if index + 1 == count {
                             record.seq + 1
                         } else {
                             record.seq
                         };
-                        let batch = std::mem::take(&mut pending);
-                        pending_bytes = 0;
-                        batch_started = None;
+                        let batch = pending.take();
                         match self.deliver(batch).await {
                             Delivery::Done => {
-                                self.commit(commit_to.max(pending_commit));
+                                self.commit(commit_to);
                                 last_commit_at = Instant::now();
                             }
                             Delivery::Interrupted => return,
@@ -282,17 +387,18 @@ impl Runner {
                 }
                 // Everything before here is now delivered, filtered out, or in `pending`.
                 read_position = record.seq + 1;
-                pending_commit = read_position;
             }
-            if pending.is_empty() && last_commit_at.elapsed() >= Duration::from_secs(1) {
-                // Everything read was filtered out: move the cursor now and then, not per record.
-                self.commit(read_position);
-                last_commit_at = Instant::now();
-            } else if !pending.is_empty() && batch_started.is_some_and(|s| s.elapsed() >= max_wait)
+            if pending.events.is_empty() {
+                if last_commit_at.elapsed() >= Duration::from_secs(1) {
+                    // Everything read was filtered out: move the cursor now and then, not per record.
+                    self.commit(read_position);
+                    last_commit_at = Instant::now();
+                }
+            } else if pending
+                .started
+                .is_some_and(|started| started.elapsed() >= max_wait)
             {
-                let batch = std::mem::take(&mut pending);
-                pending_bytes = 0;
-                batch_started = None;
+                let batch = pending.take();
                 match self.deliver(batch).await {
                     Delivery::Done => {
                         self.commit(read_position);
@@ -303,6 +409,49 @@ impl Runner {
             }
         }
         tracing::info!(sink = %name, "sink runner stopped");
+    }
+
+    /// Handles a command; returns the new read position after a rewind.
+    async fn handle_command(
+        &mut self,
+        command: RunnerCommand,
+        pending: &mut Pending,
+    ) -> Option<u64> {
+        match command {
+            RunnerCommand::Rewind { seq } => {
+                // The pending batch is re-read from the log, so drop it rather than send it twice.
+                let _ = pending.take();
+                let target = seq.min(self.committed);
+                if let Err(error) = self.parts.log.rewind(&self.parts.name, target) {
+                    tracing::error!(sink = %self.parts.name, %error, "cannot rewind the cursor");
+                    return None;
+                }
+                self.committed = target;
+                tracing::info!(sink = %self.parts.name, seq = target, "replaying from the log");
+                Some(target)
+            }
+            RunnerCommand::ResendDeadLetters { events, reply } => {
+                let before = self.parts.stats.dead_lettered.load(Ordering::Relaxed);
+                let total = events.len() as u64;
+                for chunk in events.chunks(self.parts.settings.batch.max_events.max(1)) {
+                    if let Delivery::Interrupted = self.deliver(chunk.to_vec()).await {
+                        // Shutting down: what was not re-sent goes back to the store.
+                        let _ = self.parts.dead_letters.put(
+                            chunk,
+                            "re-send interrupted by shutdown",
+                            0,
+                        );
+                        break;
+                    }
+                }
+                let again = self.parts.stats.dead_lettered.load(Ordering::Relaxed) - before;
+                let _ = reply.send(ResendOutcome {
+                    delivered: total.saturating_sub(again),
+                    dead_lettered_again: again,
+                });
+                None
+            }
+        }
     }
 
     async fn read(&self, from: u64) -> Result<Vec<Record>, String> {
@@ -316,9 +465,15 @@ impl Runner {
             .map_err(|e| e.to_string())
     }
 
-    fn commit(&self, next_seq: u64) {
-        if let Err(error) = self.parts.log.commit(&self.parts.name, next_seq) {
-            tracing::error!(sink = %self.parts.name, %error, "cannot persist the sink's cursor");
+    fn commit(&mut self, next_seq: u64) {
+        if next_seq <= self.committed {
+            return;
+        }
+        match self.parts.log.commit(&self.parts.name, next_seq) {
+            Ok(()) => self.committed = next_seq,
+            Err(error) => {
+                tracing::error!(sink = %self.parts.name, %error, "cannot persist the sink's cursor")
+            }
         }
     }
 
@@ -344,6 +499,17 @@ impl Runner {
         Duration::from_millis(self.next_jitter() % (ceiling + 1))
     }
 
+    /// Waits out an open breaker; false when a shutdown came first.
+    async fn wait_for_breaker(&mut self) -> bool {
+        while let Some(until) = self.breaker.blocked_until() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = wait_for_shutdown(&mut self.signal) => return false,
+            }
+        }
+        true
+    }
+
     async fn deliver(&mut self, batch: Vec<Arc<Event>>) -> Delivery {
         let size = batch.len();
         let started = Instant::now();
@@ -357,12 +523,27 @@ impl Runner {
         let max_duration = Duration::from_secs(retry.max_retry_duration_secs);
         let mut attempts = 0u32;
         SinkStats::add(&self.parts.stats.batches, 1);
+        self.parts.stats.batch_events.observe(size as f64);
         loop {
+            if !self.wait_for_breaker().await {
+                return Delivery::Interrupted;
+            }
             attempts += 1;
+            let send_started = Instant::now();
             let outcome = self.parts.sink.send(&batch).await;
+            self.parts
+                .stats
+                .send_seconds
+                .observe(send_started.elapsed().as_secs_f64());
             let error = match outcome {
                 Ok(()) => {
+                    self.breaker.on_success();
                     SinkStats::add(&self.parts.stats.delivered, size);
+                    if let Some(oldest) = batch.iter().map(|e| e.received_at).min() {
+                        let lag =
+                            (chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0;
+                        self.parts.stats.delivery_lag_seconds.observe(lag);
+                    }
                     return Delivery::Done;
                 }
                 Err(error) => error,
@@ -370,13 +551,15 @@ impl Runner {
             SinkStats::add(&self.parts.stats.failed_attempts, 1);
             let message = error.to_string();
             self.record_error(&message);
-            let give_up = match &error {
-                SendError::Permanent(_) => true,
-                _ => {
-                    (max_attempts > 0 && attempts >= max_attempts)
-                        || (max_attempts == 0 && started.elapsed() >= max_duration)
-                }
-            };
+            let permanent = matches!(error, SendError::Permanent(_));
+            if permanent {
+                self.breaker.on_success(); // it answered: reachable, just refusing this batch
+            } else {
+                self.breaker.on_failure();
+            }
+            let give_up = permanent
+                || (max_attempts > 0 && attempts >= max_attempts)
+                || (max_attempts == 0 && started.elapsed() >= max_duration);
             if give_up {
                 if shadow {
                     SinkStats::add(&self.parts.stats.dropped_shadow, size);
@@ -386,6 +569,7 @@ impl Runner {
                 }
                 return Delivery::Done;
             }
+            SinkStats::add(&self.parts.stats.retries, 1);
             let wait = match &error {
                 SendError::RateLimited {
                     retry_after: Some(after),

@@ -9,12 +9,27 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use switchyard_sanitizers::SanitizerConfig;
 
+pub use crate::ga4::Ga4SinkConfig;
+pub use crate::posthog::PosthogSinkConfig;
+pub use crate::statsig::StatsigSinkConfig;
+pub use crate::webhook::{WebhookMethod, WebhookSinkConfig};
+
 /// The sink types: a closed set, selected by `type = "..."` in `[sinks.<name>]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SinkKind {
     /// Newline-delimited JSON files on local disk, one file per hour.
     File(FileSinkConfig),
+    /// Rows in a ClickHouse table, with rollups and managed schema.
+    Clickhouse(ClickhouseSinkConfig),
+    /// PostHog's capture API (`POST {url}/batch/`).
+    Posthog(PosthogSinkConfig),
+    /// Statsig's events API (`POST {url}/v1/log_event`).
+    Statsig(StatsigSinkConfig),
+    /// The GA4 Measurement Protocol, or a server-side GTM container (`POST {url}/mp/collect`).
+    Ga4(Ga4SinkConfig),
+    /// Any HTTP endpoint: each batch as one HMAC-signed JSON request.
+    Webhook(WebhookSinkConfig),
 }
 
 impl SinkKind {
@@ -22,6 +37,11 @@ impl SinkKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             SinkKind::File(_) => "file",
+            SinkKind::Clickhouse(_) => "clickhouse",
+            SinkKind::Posthog(_) => "posthog",
+            SinkKind::Statsig(_) => "statsig",
+            SinkKind::Ga4(_) => "ga4",
+            SinkKind::Webhook(_) => "webhook",
         }
     }
 
@@ -29,6 +49,21 @@ impl SinkKind {
     pub fn validate(&self) -> Vec<(String, String)> {
         match self {
             SinkKind::File(file) => file.validate(),
+            SinkKind::Clickhouse(clickhouse) => clickhouse.validate(),
+            SinkKind::Posthog(posthog) => posthog.validate(),
+            SinkKind::Statsig(statsig) => statsig.validate(),
+            SinkKind::Ga4(ga4) => ga4.validate(),
+            SinkKind::Webhook(webhook) => webhook.validate(),
+        }
+    }
+
+    /// The batch settings a sink of this type uses for the keys `[sinks.<name>.batch]` leaves out:
+    /// ClickHouse wants few large inserts (about 10k rows or one per second); the other types use
+    /// the shared [`BatchConfig::default`].
+    pub fn default_batch(&self) -> BatchConfig {
+        match self {
+            SinkKind::Clickhouse(_) => ClickhouseSinkConfig::default_batch(),
+            _ => BatchConfig::default(),
         }
     }
 }
@@ -53,6 +88,147 @@ impl FileSinkConfig {
         }
         problems
     }
+}
+
+/// `type = "clickhouse"`: one row per event in a ClickHouse table, inserted in large RowBinary batches
+/// (LZ4-compressed) over the HTTP interface, with daily and per-person rollups kept by materialized
+/// views. See `docs/sinks/clickhouse.md` for the schema and example queries.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickhouseSinkConfig {
+    /// Address of the server's HTTP interface, `http://host:8123` or `https://host:8443`.
+    pub url: String,
+    /// Database holding the tables; created if missing (with `create_schema = true`).
+    #[serde(default = "ClickhouseSinkConfig::default_database")]
+    pub database: String,
+    /// The events table. Its rollups are `<table>_daily` and `<table>_by_person`.
+    #[serde(default = "ClickhouseSinkConfig::default_table")]
+    pub table: String,
+    /// The user to connect as.
+    #[serde(default = "ClickhouseSinkConfig::default_user")]
+    pub user: String,
+    /// The user's password; write `"${CLICKHOUSE_PASSWORD}"` rather than the secret itself. Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// At start, create the database, tables and rollups if missing and apply pending migrations.
+    /// With `false` the tables must exist (their columns are checked at start).
+    #[serde(default = "ClickhouseSinkConfig::default_create_schema")]
+    pub create_schema: bool,
+    /// Drop events once their `timestamp` is this many days old (a table TTL, on servers that have
+    /// TTL: 19.6 and later). Applied when the tables are created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
+    /// Bound on every request to the server (an insert, a query, a health check), in seconds.
+    #[serde(default = "ClickhouseSinkConfig::default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+}
+
+/// The password stays out of debug output.
+impl std::fmt::Debug for ClickhouseSinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickhouseSinkConfig")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("table", &self.table)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("create_schema", &self.create_schema)
+            .field("retention_days", &self.retention_days)
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .finish()
+    }
+}
+
+impl ClickhouseSinkConfig {
+    fn default_database() -> String {
+        "switchyard".to_string()
+    }
+
+    fn default_table() -> String {
+        "events".to_string()
+    }
+
+    fn default_user() -> String {
+        "default".to_string()
+    }
+
+    fn default_create_schema() -> bool {
+        true
+    }
+
+    fn default_request_timeout_secs() -> u64 {
+        30
+    }
+
+    /// About 10k rows or one insert per second, as ClickHouse recommends.
+    pub fn default_batch() -> BatchConfig {
+        BatchConfig {
+            max_events: 10_000,
+            max_bytes: 16 * 1024 * 1024,
+            max_wait_ms: 1000,
+        }
+    }
+
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if let Err(message) = check_http_url(&self.url) {
+            problems.push(("url".to_string(), message));
+        }
+        for (key, value) in [("database", &self.database), ("table", &self.table)] {
+            if !is_sql_identifier(value) {
+                problems.push((
+                    key.to_string(),
+                    "must be 1 to 48 letters, digits or '_', not starting with a digit".to_string(),
+                ));
+            }
+        }
+        if self.user.trim().is_empty() {
+            problems.push(("user".to_string(), "must not be empty".to_string()));
+        }
+        if self.retention_days == Some(0) {
+            problems.push(("retention_days".to_string(), "must be > 0".to_string()));
+        }
+        if self.request_timeout_secs == 0 {
+            problems.push((
+                "request_timeout_secs".to_string(),
+                "must be > 0".to_string(),
+            ));
+        }
+        problems
+    }
+}
+
+/// An `http://` or `https://` address with a host and nothing after the path (credentials belong in
+/// `user` / `password`, the database in `database`).
+fn check_http_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| "must start with http:// or https://".to_string())?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err("must not contain credentials: use `user` and `password`".to_string());
+    }
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err("must name a host".to_string());
+    }
+    if rest.contains('?') || rest.contains('#') {
+        return Err(
+            "must not have a query or fragment: use `database` for the database".to_string(),
+        );
+    }
+    if rest.chars().any(char::is_whitespace) {
+        return Err("must not contain spaces".to_string());
+    }
+    Ok(())
+}
+
+/// A plain SQL identifier, short enough for the derived rollup names.
+fn is_sql_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(first) if first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 48
 }
 
 /// `[sinks.<name>.batch]`: how events are grouped before a send. A batch is sent when it reaches

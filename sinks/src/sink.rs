@@ -59,5 +59,22 @@ pub trait Sink: Send + Sync + 'static {
 pub fn build_sink(name: &str, kind: &SinkKind) -> Result<Arc<dyn Sink>, SinkError> {
     match kind {
         SinkKind::File(config) => Ok(Arc::new(crate::file::FileSink::new(name, config.clone()))),
+        SinkKind::Clickhouse(config) => Ok(Arc::new(crate::clickhouse::ClickhouseSink::new(
+            name,
+            config.clone(),
+        )?)),
+        SinkKind::Posthog(config) => Ok(Arc::new(crate::posthog::PosthogSink::new(
+            name,
+            config.clone(),
+        )?)),
+        SinkKind::Statsig(config) => Ok(Arc::new(crate::statsig::StatsigSink::new(
+            name,
+            config.clone(),
+        )?)),
+        SinkKind::Ga4(config) => Ok(Arc::new(crate::ga4::Ga4Sink::new(name, config.clone())?)),
+        SinkKind::Webhook(config) => Ok(Arc::new(crate::webhook::WebhookSink::new(
+            name,
+            config.clone(),
+        )?)),
     }
 }

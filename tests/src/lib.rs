@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod fakes;
+
 /// Path of the switchyard command built for these tests. Cargo builds the package's binaries before
 /// its integration tests, next to the `deps/` folder the test executable runs from.
 pub fn binary() -> PathBuf {

@@ -1,0 +1,145 @@
+//! De-duplication of client retries: a messageId seen from the same source within the window is
+//! accepted again but not routed twice.
+//!
+//! Memory is bounded: ids are kept as 64-bit SipHash digests of `source ++ "\0" ++ messageId` in two
+//! generations. A new generation starts when the current one is `window` old or holds `max_entries`
+//! ids, and the previous one is then forgotten; so an id is remembered for at least `window` (at most
+//! twice that) unless more than `max_entries` ids arrive within the window, in which case the effective
+//! window shrinks to the last `max_entries`–`2 × max_entries` ids (counted in `early_rotations`).
+//! At 16 bytes per id, the default 1,000,000 entries per generation use at most ~40 MB.
+//! Server-generated messageIds are unique and never tracked. The set is in memory only: after a restart
+//! a retry can be routed again (every sink de-duplicates by messageId downstream).
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Ids per generation by default.
+pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
+
+struct Generations {
+    current: HashSet<u64>,
+    previous: HashSet<u64>,
+    started: Instant,
+}
+
+/// The de-duplication window.
+pub struct Deduper {
+    window: Duration,
+    max_entries: usize,
+    generations: Mutex<Generations>,
+    /// Rotations forced by volume rather than time.
+    pub early_rotations: AtomicU64,
+    /// Duplicates found.
+    pub duplicates: AtomicU64,
+}
+
+/// The digest an id is remembered by.
+pub fn digest(source: &str, message_id: &str) -> u64 {
+    // SipHash-1-3 with fixed keys: stable within the process, which is all the window needs.
+    let mut hasher = std::hash::DefaultHasher::new();
+    source.hash(&mut hasher);
+    message_id.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Deduper {
+    /// A window of `window`; a zero window disables de-duplication.
+    pub fn new(window: Duration, max_entries: usize) -> Deduper {
+        Deduper {
+            window,
+            max_entries: max_entries.max(1),
+            generations: Mutex::new(Generations {
+                current: HashSet::new(),
+                previous: HashSet::new(),
+                started: Instant::now(),
+            }),
+            early_rotations: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the window is on.
+    pub fn enabled(&self) -> bool {
+        !self.window.is_zero()
+    }
+
+    /// Claims each digest: true when new (now remembered), false when a duplicate within the window.
+    /// Claims for events that end up not stored must be given back with [`Deduper::release`].
+    pub fn claim(&self, digests: &[u64]) -> Vec<bool> {
+        if !self.enabled() {
+            return vec![true; digests.len()];
+        }
+        let mut generations = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fresh = Vec::with_capacity(digests.len());
+        for digest in digests {
+            let by_time = generations.started.elapsed() >= self.window;
+            let by_volume = generations.current.len() >= self.max_entries;
+            if by_time || by_volume {
+                if by_volume && !by_time {
+                    self.early_rotations.fetch_add(1, Ordering::Relaxed);
+                }
+                let current = std::mem::take(&mut generations.current);
+                generations.previous = current;
+                generations.started = Instant::now();
+            }
+            let seen =
+                generations.previous.contains(digest) || !generations.current.insert(*digest);
+            if seen {
+                self.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+            fresh.push(!seen);
+        }
+        fresh
+    }
+
+    /// Forgets claims whose events were not stored (the append failed), so a retry is accepted.
+    pub fn release(&self, digests: &[u64]) {
+        if !self.enabled() {
+            return;
+        }
+        let mut generations = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        for digest in digests {
+            generations.current.remove(digest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_within_the_window_are_found_per_source() {
+        let deduper = Deduper::new(Duration::from_secs(600), 100);
+        let a = digest("web", "m1");
+        let b = digest("ios", "m1");
+        assert_eq!(deduper.claim(&[a, b, a]), vec![true, true, false]);
+        assert_eq!(deduper.claim(&[a]), vec![false]);
+        deduper.release(&[b]);
+        assert_eq!(deduper.claim(&[b]), vec![true]);
+        assert_eq!(deduper.duplicates.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn memory_is_bounded_by_rotating_generations() {
+        let deduper = Deduper::new(Duration::from_secs(600), 10);
+        let digests: Vec<u64> = (0..35).map(|i| digest("s", &i.to_string())).collect();
+        assert!(deduper.claim(&digests).iter().all(|fresh| *fresh));
+        let generations = deduper.generations.lock().unwrap();
+        assert!(generations.current.len() <= 10 && generations.previous.len() <= 10);
+        drop(generations);
+        assert_eq!(deduper.early_rotations.load(Ordering::Relaxed), 3);
+        // The most recent ids are still remembered.
+        assert_eq!(deduper.claim(&digests[30..]), vec![false; 5]);
+    }
+
+    #[test]
+    fn zero_window_disables() {
+        let deduper = Deduper::new(Duration::ZERO, 10);
+        let a = digest("s", "m");
+        assert_eq!(deduper.claim(&[a, a]), vec![true, true]);
+    }
+}
