@@ -31,6 +31,15 @@ enum Command {
     Schema,
     /// Print the built-in default config.
     DefaultConfig,
+    /// Dry run of the sanitizer chains: NDJSON events on stdin, what the sink would receive on stdout,
+    /// a summary of what was masked or dropped on stderr.
+    Sanitize {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Apply this sink's consent category and per-sink chain after the global chain.
+        #[arg(long)]
+        sink: Option<String>,
+    },
     /// Show or change a sink's rollout dial on a running switchyard.
     Rollout {
         #[command(subcommand)]
@@ -235,6 +244,33 @@ pub fn main() -> ExitCode {
         Command::DefaultConfig => {
             print!("{}", switchyard_config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
+        }
+        Command::Sanitize { config, sink } => {
+            let config = match crate::run::load_config(config.as_ref()) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("{error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let stdin = std::io::stdin();
+            let stdout = std::io::stdout();
+            match crate::dry_run::run(
+                &config,
+                sink.as_deref(),
+                stdin.lock(),
+                std::io::BufWriter::new(stdout.lock()),
+                std::io::stderr(),
+            ) {
+                Ok(summary) => {
+                    eprintln!("{}", crate::dry_run::describe(&summary));
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Rollout {
             action: RolloutAction::Status { target },

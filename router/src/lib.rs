@@ -7,6 +7,7 @@ pub mod app;
 pub mod body;
 pub mod cli;
 pub mod dedupe;
+pub mod dry_run;
 pub mod engine;
 pub mod http;
 pub mod ingest;

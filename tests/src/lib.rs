@@ -1,6 +1,8 @@
 //! End-to-end test harness: starts the real switchyard command on 127.0.0.1 with a config in a temp
 //! dir, talks to it over HTTP, and reads what its sinks wrote.
 
+pub mod clickhouse;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

