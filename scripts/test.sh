@@ -8,6 +8,16 @@ echo "== toolchain"
 cargo --version
 rustc --version
 
+echo "== ClickHouse (the ClickHouse sink's tests start their own local servers)"
+if ! command -v clickhouse-server >/dev/null 2>&1 && [ ! -x /usr/sbin/clickhouse-server ] \
+    && ! command -v clickhouse >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y clickhouse-server clickhouse-client
+fi
+dpkg-query -W clickhouse-server 2>/dev/null || command -v clickhouse || true
+
 echo "== format"
 cargo fmt --all -- --check
 

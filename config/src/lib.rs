@@ -347,6 +347,21 @@ fn validate(config: &Config) -> Vec<ConfigProblem> {
             push("admin.token", "must be at least 16 characters".into());
         }
     }
+    for (name, sink) in &config.sinks {
+        if let Some(reference) = &sink.common.compare_with {
+            if reference == name {
+                push(
+                    &format!("sinks.{name}.compare_with"),
+                    "a sink cannot be its own reference".into(),
+                );
+            } else if !config.sinks.contains_key(reference) {
+                push(
+                    &format!("sinks.{name}.compare_with"),
+                    format!("no sink named `{reference}`"),
+                );
+            }
+        }
+    }
     if let Some(listen) = &config.admin.listen {
         if listen.parse::<std::net::SocketAddr>().is_err() {
             push(

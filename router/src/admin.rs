@@ -175,6 +175,37 @@ pub async fn route(
             })?;
             set_rollout(&app, &name, change, &who).await
         }
+        (["admin", "report"], &Method::GET) => {
+            let query = request.uri().query().unwrap_or("");
+            let mut since = chrono::Utc::now() - chrono::Duration::hours(24);
+            let mut sink = None;
+            for (key, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+                let value = percent_decode(value);
+                match key {
+                    "since" => {
+                        since =
+                            switchyard_schemas::time::parse_timestamp(&value).ok_or_else(|| {
+                                ApiError::bad_request(
+                                    "invalid_since",
+                                    format!("since: invalid timestamp `{value}`"),
+                                )
+                            })?
+                    }
+                    "sink" => sink = Some(value),
+                    _ => {}
+                }
+            }
+            if let Some(name) = &sink {
+                if !app.runtime().config.sinks.contains_key(name) {
+                    return Err(ApiError::not_found(format!("no sink named `{name}`")));
+                }
+            }
+            let sinks = crate::report::build(&app, since.timestamp(), sink.as_deref()).await;
+            Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({"since": switchyard_schemas::time::format_timestamp(&since), "sinks": sinks}),
+            ))
+        }
         (["admin", "reload"], &Method::POST) => match app.reload().await {
             Ok(report) => {
                 apply_overrides(&app).await;
@@ -271,6 +302,35 @@ pub async fn route(
     }
 }
 
+/// Decodes `%XX` escapes and `+` in a query value.
+pub fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut output = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        if byte == b'+' {
+            output.push(b' ');
+            index += 1;
+            continue;
+        }
+        if byte == b'%' {
+            let decoded = bytes
+                .get(index + 1..index + 3)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+            if let Some(decoded) = decoded {
+                output.push(decoded);
+                index += 3;
+                continue;
+            }
+        }
+        output.push(byte);
+        index += 1;
+    }
+    String::from_utf8_lossy(&output).into_owned()
+}
+
 fn method_not_allowed(allow: &'static str) -> ApiError {
     let mut error = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -346,4 +406,19 @@ async fn set_rollout(
         StatusCode::OK,
         &serde_json::json!({"sink": name, "old": previous, "new": wanted}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn decodes_query_values() {
+        assert_eq!(
+            percent_decode("2024-05-01T10%3A00%3A00%2B02%3A00"),
+            "2024-05-01T10:00:00+02:00"
+        );
+        assert_eq!(percent_decode("a+b%2"), "a b%2");
+        assert_eq!(percent_decode("%zz%"), "%zz%");
+    }
 }

@@ -251,7 +251,8 @@ impl App {
         let engine = Engine::new(
             log.clone(),
             config.rollout.seed.clone(),
-            durable.then(|| data_dir.join("dead-letters")),
+            durable.then(|| data_dir.clone()),
+            delivery.retention_hours,
         );
         engine
             .apply(&config.sinks, &config.consent)

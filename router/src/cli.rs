@@ -55,6 +55,20 @@ enum Command {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// The reconciliation report: per sink and hour, offered / delivered / failed / dropped, and each
+    /// partial or shadow sink against its reference.
+    Report {
+        /// Hours at or after this time (RFC 3339; default: the last 24 hours).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        sink: Option<String>,
+        /// Print the JSON answer instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
     /// List or re-send a sink's dead letters.
     DeadLetters {
         #[command(subcommand)]
@@ -244,6 +258,39 @@ pub fn main() -> ExitCode {
         Command::DefaultConfig => {
             print!("{}", switchyard_config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
+        }
+        Command::Report {
+            since,
+            sink,
+            json,
+            target,
+        } => {
+            let mut query = Vec::new();
+            if let Some(since) = since {
+                query.push(format!(
+                    "since={}",
+                    since.replace('+', "%2B").replace(':', "%3A")
+                ));
+            }
+            if let Some(sink) = sink {
+                query.push(format!("sink={sink}"));
+            }
+            let path = if query.is_empty() {
+                "/admin/report".to_string()
+            } else {
+                format!("/admin/report?{}", query.join("&"))
+            };
+            let result = block_on(admin_client::call(
+                &target,
+                reqwest::Method::GET,
+                &path,
+                None,
+            ));
+            if json {
+                print_admin_result(result, pretty)
+            } else {
+                print_admin_result(result, crate::report::render_text)
+            }
         }
         Command::Sanitize { config, sink } => {
             let config = match crate::run::load_config(config.as_ref()) {

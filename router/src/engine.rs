@@ -16,6 +16,7 @@ use switchyard_sinks::delivery::{
     SinkStatsSnapshot, StageOutcome,
 };
 use switchyard_sinks::log::IngestLog;
+use switchyard_sinks::report::SinkReport;
 use switchyard_sinks::rollout::RolloutState;
 use switchyard_sinks::settings::{RolloutConfig, SinkSettings};
 use switchyard_sinks::{build_sink, Sink};
@@ -29,6 +30,7 @@ pub struct SinkEntry {
     pub rollout: Arc<RolloutState>,
     pub stats: Arc<SinkStats>,
     pub dead_letters: Arc<DeadLetterStore>,
+    pub report: Arc<SinkReport>,
     pub sink: Arc<dyn Sink>,
     runner: RunnerHandle,
 }
@@ -61,6 +63,8 @@ pub struct Engine {
     log: Arc<IngestLog>,
     seed: String,
     dead_letter_dir: Option<PathBuf>,
+    report_dir: Option<PathBuf>,
+    retention_hours: u64,
     sinks: tokio::sync::Mutex<BTreeMap<String, SinkEntry>>,
 }
 
@@ -104,13 +108,31 @@ fn build_stage(
 
 impl Engine {
     /// An engine with no sinks yet.
-    pub fn new(log: Arc<IngestLog>, seed: String, dead_letter_dir: Option<PathBuf>) -> Engine {
+    /// An engine with no sinks yet. `state_dir` (the data dir, when durable) holds dead letters
+    /// (`dead-letters/`) and reconciliation counters (`report/`), kept `retention_hours`.
+    pub fn new(
+        log: Arc<IngestLog>,
+        seed: String,
+        state_dir: Option<PathBuf>,
+        retention_hours: u64,
+    ) -> Engine {
         Engine {
             log,
             seed,
-            dead_letter_dir,
+            dead_letter_dir: state_dir.as_ref().map(|dir| dir.join("dead-letters")),
+            report_dir: state_dir.as_ref().map(|dir| dir.join("report")),
+            retention_hours,
             sinks: tokio::sync::Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Each sink's hourly reconciliation counters.
+    pub async fn reports(&self) -> Vec<(String, Arc<SinkReport>)> {
+        let sinks = self.sinks.lock().await;
+        sinks
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.report.clone()))
+            .collect()
     }
 
     /// The ingest log every sink reads.
@@ -143,6 +165,11 @@ impl Engine {
         let rollout = Arc::new(RolloutState::new(&settings.common.rollout));
         let stats = Arc::new(SinkStats::default());
         let dead_letters = Arc::new(DeadLetterStore::new(self.dead_letter_dir.as_deref(), name));
+        let report = Arc::new(SinkReport::open(
+            self.report_dir.as_deref(),
+            name,
+            self.retention_hours,
+        ));
         if let Err(error) = dead_letters.recover() {
             tracing::error!(sink = %name, %error, "cannot recover dead letters of an interrupted re-send");
         }
@@ -156,12 +183,14 @@ impl Engine {
             stats: stats.clone(),
             log: self.log.clone(),
             dead_letters: dead_letters.clone(),
+            report: report.clone(),
         });
         SinkEntry {
             settings,
             rollout,
             stats,
             dead_letters,
+            report,
             sink,
             runner,
         }

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod report;
 pub mod run;
 
 pub use app::App;

@@ -105,7 +105,7 @@ fn deserialize_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<S
     }
 }
 
-fn json_type_name(value: &serde_json::Value) -> &'static str {
+pub(crate) fn json_type_name(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "boolean",

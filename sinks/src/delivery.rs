@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::breaker::{Breaker, BreakerState, BreakerView};
 use crate::dead_letter::DeadLetterStore;
 use crate::log::{IngestLog, Record};
+use crate::report::{Outcome, ReportDelta, SinkReport};
 use crate::rollout::RolloutState;
 use crate::settings::CommonSinkSettings;
 use crate::sink::{SendError, Sink};
@@ -151,6 +152,8 @@ pub struct RunnerParts {
     pub stats: Arc<SinkStats>,
     pub log: Arc<IngestLog>,
     pub dead_letters: Arc<DeadLetterStore>,
+    /// Hourly reconciliation counters.
+    pub report: Arc<SinkReport>,
 }
 
 /// A request to a running sink's runner.
@@ -218,6 +221,9 @@ struct Runner {
     jitter_state: u64,
     /// Everything before this sequence number is delivered (or dead-lettered / filtered out).
     committed: u64,
+    /// Report counts not yet merged into the shared report.
+    report_delta: ReportDelta,
+    last_report_persist: Instant,
 }
 
 enum Delivery {
@@ -256,6 +262,8 @@ impl Runner {
             breaker,
             jitter_state: seed,
             committed: 0,
+            report_delta: ReportDelta::default(),
+            last_report_persist: Instant::now(),
         }
     }
 
@@ -352,20 +360,24 @@ impl Runner {
                 for (index, event) in record.events.iter().enumerate() {
                     if !self.parts.rollout.admits(&self.parts.rollout_seed, event) {
                         SinkStats::add(&self.parts.stats.dropped_rollout, 1);
+                        self.report_delta.count(event, Outcome::DroppedRollout);
                         continue;
                     }
                     match (self.parts.stage)(event) {
                         StageOutcome::Keep(kept) => {
                             SinkStats::add(&self.parts.stats.offered, 1);
+                            self.report_delta.count(event, Outcome::Offered);
                             pending.events.push(kept);
                             pending.bytes += per_event_bytes;
                             pending.started.get_or_insert_with(Instant::now);
                         }
                         StageOutcome::DropConsent => {
-                            SinkStats::add(&self.parts.stats.dropped_consent, 1)
+                            SinkStats::add(&self.parts.stats.dropped_consent, 1);
+                            self.report_delta.count(event, Outcome::DroppedConsent);
                         }
                         StageOutcome::DropSanitizer => {
-                            SinkStats::add(&self.parts.stats.dropped_sanitizer, 1)
+                            SinkStats::add(&self.parts.stats.dropped_sanitizer, 1);
+                            self.report_delta.count(event, Outcome::DroppedSanitizer);
                         }
                     }
                     if pending.events.len() >= max_events || pending.bytes >= max_bytes {
@@ -408,7 +420,19 @@ impl Runner {
                 }
             }
         }
+        self.flush_report(true);
         tracing::info!(sink = %name, "sink runner stopped");
+    }
+
+    /// Merges the runner's counts into the shared report; persists at most every 10 s (or when asked).
+    fn flush_report(&mut self, persist_now: bool) {
+        self.parts.report.merge(&mut self.report_delta);
+        if persist_now || self.last_report_persist.elapsed() >= Duration::from_secs(10) {
+            self.last_report_persist = Instant::now();
+            if let Err(error) = self.parts.report.persist() {
+                tracing::error!(sink = %self.parts.name, %error, "cannot persist the reconciliation report");
+            }
+        }
     }
 
     /// Handles a command; returns the new read position after a rewind.
@@ -466,6 +490,7 @@ impl Runner {
     }
 
     fn commit(&mut self, next_seq: u64) {
+        self.flush_report(false);
         if next_seq <= self.committed {
             return;
         }
@@ -539,6 +564,9 @@ impl Runner {
                 Ok(()) => {
                     self.breaker.on_success();
                     SinkStats::add(&self.parts.stats.delivered, size);
+                    let by = self.parts.rollout.get().by;
+                    self.report_delta
+                        .delivered(&self.parts.rollout_seed, by, &batch);
                     if let Some(oldest) = batch.iter().map(|e| e.received_at).min() {
                         let lag =
                             (chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0;
@@ -561,6 +589,7 @@ impl Runner {
                 || (max_attempts > 0 && attempts >= max_attempts)
                 || (max_attempts == 0 && started.elapsed() >= max_duration);
             if give_up {
+                self.report_delta.given_up(&batch, !shadow);
                 if shadow {
                     SinkStats::add(&self.parts.stats.dropped_shadow, size);
                     tracing::warn!(sink = %self.parts.name, events = size, attempts, error = %message, "shadow sink: batch dropped");

@@ -743,7 +743,7 @@ pub fn validate_payload(body: &Value) -> Result<(), String> {
     if size > MAX_BODY_BYTES {
         return Err(format!("body is {size} bytes (limit {MAX_BODY_BYTES})"));
     }
-    if !body["client_id"].as_str().is_some_and(|c| !c.is_empty()) {
+    if body["client_id"].as_str().unwrap_or_default().is_empty() {
         return Err("client_id missing".into());
     }
     let events = body["events"]
@@ -1060,5 +1060,56 @@ mod tests {
         .unwrap();
         assert!(config.validate().is_empty());
         assert!(!format!("{config:?}").contains("s3cr3t"));
+    }
+}
+
+#[cfg(test)]
+mod scratch_docs {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn print_examples() {
+        let event: Event = serde_json::from_value(json!({"type":"track","messageId":"msg-7f3a","event":"Order Completed","userId":"user-42","anonymousId":"anon-9c1",
+ "timestamp":"2024-05-01T12:00:04.120Z","receivedAt":"2024-05-01T12:00:05.120Z",
+ "properties":{"value":42.5,"currency":"EUR","coupon code":"SPRING","shipping":{"city":"Berlin"},"items":[{"sku":"A-1","qty":2}]},
+ "context":{"library":{"name":"analytics-node","version":"2.1.0"},"page":{"url":"https://shop.example/checkout"},"locale":"de-DE"},
+ "source":"web","requestId":"req-1","ip":"203.0.113.9","userAgent":"Mozilla/5.0"})).unwrap();
+        let page: Event = serde_json::from_value(json!({"type":"page","messageId":"msg-7f3b","name":"Pricing","anonymousId":"anon-9c1",
+ "timestamp":"2024-05-01T12:00:06.000Z","receivedAt":"2024-05-01T12:00:06.500Z",
+ "context":{"page":{"url":"https://shop.example/pricing","title":"Pricing | Shop","referrer":"https://www.google.com/"}},
+ "source":"web","ip":"203.0.113.9"})).unwrap();
+        println!("EVENT {}", serde_json::to_string(&event).unwrap());
+        println!("PAGE {}", serde_json::to_string(&page).unwrap());
+        println!(
+            "POSTHOG {}",
+            serde_json::to_string_pretty(&crate::posthog::map_event(&event, "company")).unwrap()
+        );
+        println!(
+            "POSTHOG_PAGE {}",
+            serde_json::to_string_pretty(&crate::posthog::map_event(&page, "company")).unwrap()
+        );
+        println!(
+            "STATSIG {}",
+            serde_json::to_string_pretty(&crate::statsig::map_event(&event, "value")).unwrap()
+        );
+        println!(
+            "STATSIG_PAGE {}",
+            serde_json::to_string_pretty(&crate::statsig::map_event(&page, "value")).unwrap()
+        );
+        let now: DateTime<Utc> = "2024-05-01T12:00:07Z".parse().unwrap();
+        let mut adj = Adjustments::default();
+        let m1 = map_event(&event, now, &mut adj).unwrap();
+        let m2 = map_event(&page, now, &mut adj).unwrap();
+        let reqs = plan_requests(vec![(&event, m1), (&page, m2)], 25, &mut adj);
+        for r in &reqs {
+            println!("GA4 {}", serde_json::to_string_pretty(&r.body.1).unwrap());
+        }
+        println!("ADJ {:?}", adj);
+        let body = serde_json::to_vec(&json!({"events": [&event]})).unwrap();
+        println!("HOOK {}", String::from_utf8(body.clone()).unwrap());
+        println!(
+            "SIG {}",
+            crate::webhook::signature("whsec_0123456789abcdef", 1714564807, &body)
+        );
     }
 }

@@ -73,7 +73,7 @@ pub fn check_url(value: &str, allow_query: bool) -> Option<String> {
             url.scheme()
         ));
     }
-    if url.host_str().map_or(true, str::is_empty) {
+    if matches!(url.host_str(), None | Some("")) {
         return Some(format!("`{value}` has no host"));
     }
     if !url.username().is_empty() || url.password().is_some() {

@@ -13,6 +13,7 @@ pub mod ga4;
 pub mod http;
 pub mod log;
 pub mod posthog;
+pub mod report;
 pub mod rollout;
 pub mod settings;
 pub mod sink;

@@ -389,17 +389,21 @@ pub struct CommonSinkSettings {
     pub consent: Option<String>,
     /// Sanitizers applied for this sink only, after the global chain.
     pub sanitizers: Vec<SanitizerConfig>,
+    /// The trusted sink this one is compared with in the reconciliation report (default: the first
+    /// live sink at 100%, by name).
+    pub compare_with: Option<String>,
 }
 
 impl CommonSinkSettings {
     /// The keys of `[sinks.<name>]` that belong to the shared settings, not to the sink type.
-    pub const KEYS: [&'static str; 6] = [
+    pub const KEYS: [&'static str; 7] = [
         "batch",
         "rollout",
         "retry",
         "circuit_breaker",
         "consent",
         "sanitizers",
+        "compare_with",
     ];
 
     /// Problems with the values, as (relative path, message) pairs.

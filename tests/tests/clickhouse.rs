@@ -47,16 +47,19 @@ fn varied_message(i: usize) -> Value {
         (i / 3) % 60,
         i % 1000
     );
+    let library = ["analytics.js", "analytics-ios", "analytics-node"][i % 3];
+    let locale = ["en-GB", "de-DE", "ja-JP"][i % 3];
+    let event_name = ["Order Completed", "Bestellung abgeschlossen ✓", "Signed Up"][i % 3];
     let context = json!({
-        "library": {"name": ["analytics.js", "analytics-ios", "analytics-node"][i % 3], "version": format!("4.{}.0", i % 5)},
+        "library": {"name": library, "version": format!("4.{}.0", i % 5)},
         "page": {"path": format!("/p/{}", i % 40), "url": format!("https://shop.test/p/{}?q=a%20b", i % 40), "referrer": "https://search.test/?q=x"},
-        "locale": ["en-GB", "de-DE", "ja-JP"][i % 3],
+        "locale": locale,
         "sessionId": if i % 2 == 0 { json!(format!("s-{}", i % 500)) } else { json!(i % 500) },
         "campaign": {"name": "spring", "source": "newsletter"}
     });
     let mut message = match i % 6 {
         0 => {
-            json!({"type": "track", "event": ["Order Completed", "Bestellung abgeschlossen ✓", "Signed Up"][i % 3],
+            json!({"type": "track", "event": event_name,
                     "properties": {"total": i as f64 * 0.1, "count": i, "negative": -(i as i64), "big": 9_007_199_254_740_993u64,
                                    "ok": i % 2 == 0, "none": null, "text": "tab\there\nnew line \"quoted\" back\\slash 日本",
                                    "items": [{"sku": format!("A-{i}"), "qty": 2, "tags": ["x", "y"]}], "nested": {"a": {"b": {"c": [1, 2.5, "three"]}}}}})
