@@ -304,6 +304,7 @@ fn validate(config: &Config) -> Vec<ConfigProblem> {
         push("server.shutdown_timeout_secs", "must be > 0".into());
     }
     let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut token_owners: BTreeMap<&str, &str> = BTreeMap::new();
     for (name, source) in &config.sources {
         if !is_valid_name(name) {
             push(
@@ -311,10 +312,10 @@ fn validate(config: &Config) -> Vec<ConfigProblem> {
                 "source names may use only letters, digits, '_' and '-'".into(),
             );
         }
-        if source.write_keys.is_empty() {
+        if source.write_keys.is_empty() && source.posthog_tokens.is_empty() {
             push(
                 &format!("sources.{name}.write_keys"),
-                "must list at least one key".into(),
+                "must list at least one key (or set posthog_tokens)".into(),
             );
         }
         for (index, key) in source.write_keys.iter().enumerate() {
@@ -325,6 +326,23 @@ fn validate(config: &Config) -> Vec<ConfigProblem> {
                 push(
                     &path,
                     format!("the same key is also listed for source `{other}`"),
+                );
+            }
+        }
+        for (index, token) in source.posthog_tokens.iter().enumerate() {
+            let path = format!("sources.{name}.posthog_tokens[{index}]");
+            if token.trim().is_empty() {
+                push(&path, "must not be empty".into());
+            } else if token.starts_with("phx_") {
+                push(
+                    &path,
+                    "a personal API key (phx_...) cannot capture: use the project API key (phc_...)"
+                        .into(),
+                );
+            } else if let Some(other) = token_owners.insert(token, name) {
+                push(
+                    &path,
+                    format!("the same token is also listed for source `{other}`"),
                 );
             }
         }

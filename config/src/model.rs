@@ -75,7 +75,12 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// Write keys of this source: the HTTP Basic username, or `writeKey` in the body.
+    #[serde(default)]
     pub write_keys: Vec<String>,
+    /// PostHog project API keys (`phc_...`) of this source: the `api_key` / `token` PostHog SDKs send
+    /// to the capture endpoints (`/batch/`, `/i/v0/e/`, `/e/`, `/capture/`, `/track/`).
+    #[serde(default)]
+    pub posthog_tokens: Vec<String>,
 }
 
 /// Whether accepted events survive a crash.

@@ -181,3 +181,32 @@ fn ip_ranges_match() {
         .contains("::1".parse().unwrap()));
     assert!(IpNet::parse("10.0.0.0/33").is_none());
 }
+
+#[test]
+fn posthog_tokens_identify_a_source_and_are_checked() {
+    let config = parse("[sources.web]\nposthog_tokens = [\"phc_web\"]\n", &no_env).unwrap();
+    assert!(config.sources["web"].write_keys.is_empty());
+    assert_eq!(config.sources["web"].posthog_tokens, vec!["phc_web"]);
+    let found = problems(
+        "[sources.a]\nwrite_keys = [\"k\"]\nposthog_tokens = [\"phc_1\", \" \"]\n\
+         [sources.b]\nposthog_tokens = [\"phc_1\", \"phx_personal\"]\n[sources.c]\n",
+    );
+    let expected = [
+        "sources.a.posthog_tokens[1]: must not be empty",
+        "sources.b.posthog_tokens[0]: the same token is also listed for source `a`",
+        "sources.b.posthog_tokens[1]: a personal API key",
+        "sources.c.write_keys: must list at least one key (or set posthog_tokens)",
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for prefix in expected {
+        assert!(
+            found.iter().any(|p| p.starts_with(prefix)),
+            "no `{prefix}` in {found:#?}"
+        );
+    }
+    // A write key and a PostHog token live in different namespaces.
+    assert!(problems(
+        "[sources.a]\nwrite_keys = [\"same\"]\n[sources.b]\nposthog_tokens = [\"same\"]\n"
+    )
+    .is_empty());
+}

@@ -19,6 +19,8 @@ pub struct Runtime {
     pub config: Config,
     /// write key -> source name.
     pub write_keys: HashMap<String, String>,
+    /// PostHog project token -> source name.
+    pub posthog_tokens: HashMap<String, String>,
     pub global_chain: Chain,
     pub trusted_proxies: Vec<IpNet>,
     /// Lowercased opt-out header names.
@@ -33,9 +35,13 @@ impl Runtime {
         })
         .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         let mut write_keys = HashMap::new();
+        let mut posthog_tokens = HashMap::new();
         for (source, settings) in &config.sources {
             for key in &settings.write_keys {
                 write_keys.insert(key.clone(), source.clone());
+            }
+            for token in &settings.posthog_tokens {
+                posthog_tokens.insert(token.clone(), source.clone());
             }
         }
         let trusted_proxies = config
@@ -53,6 +59,7 @@ impl Runtime {
         Ok(Runtime {
             config,
             write_keys,
+            posthog_tokens,
             global_chain,
             trusted_proxies,
             opt_out_headers,
@@ -61,13 +68,23 @@ impl Runtime {
 
     /// The source a write key belongs to. With no sources configured, ingest is open (`default`).
     pub fn authenticate(&self, key: Option<&str>) -> Option<String> {
+        self.lookup(&self.write_keys, key)
+    }
+
+    /// The source a PostHog project token (`api_key` / `token` of a capture request) belongs to. With
+    /// no sources configured, ingest is open (`default`).
+    pub fn authenticate_posthog(&self, token: Option<&str>) -> Option<String> {
+        self.lookup(&self.posthog_tokens, token)
+    }
+
+    fn lookup(&self, keys: &HashMap<String, String>, key: Option<&str>) -> Option<String> {
         if self.config.sources.is_empty() {
             return Some("default".to_string());
         }
         let key = key?;
         // Compare against every key without early exit so timing does not reveal near misses.
         let mut found = None;
-        for (candidate, source) in &self.write_keys {
+        for (candidate, source) in keys {
             if constant_time_eq(candidate.as_bytes(), key.as_bytes()) {
                 found = Some(source.clone());
             }

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use switchyard_schemas::posthog::{normalize_capture_event, CaptureDefaults};
 use switchyard_schemas::segment::{BatchEnvelope, InboundMessage, MessageDefaults, NormalizeError};
 use switchyard_schemas::{normalize_message, Event, EventType, JsonMap};
 
@@ -19,12 +20,37 @@ pub struct Rejection {
     pub code: &'static str,
 }
 
+/// One decoded message, still to be normalised.
+#[derive(Debug)]
+pub enum Message {
+    /// A Segment-spec message (`/v1/...`).
+    Segment(InboundMessage),
+    /// A PostHog capture event (`/batch/`, `/i/v0/e/`, ...): its fields as sent.
+    Posthog(JsonMap),
+}
+
+impl Message {
+    /// Whether the client sent its own message id (`messageId`, PostHog's `uuid`).
+    fn has_client_id(&self) -> bool {
+        match self {
+            Message::Segment(message) => message.message_id.is_some(),
+            Message::Posthog(fields) => fields
+                .get("uuid")
+                .and_then(|v| v.as_str())
+                .is_some_and(|id| !id.trim().is_empty()),
+        }
+    }
+}
+
 /// A decoded request body: its messages, still to be normalised, and batch-level fields.
 pub struct DecodedBody {
     pub write_key: Option<String>,
     pub batch_sent_at: Option<DateTime<Utc>>,
     pub batch_context: Option<JsonMap>,
-    pub messages: Vec<Result<InboundMessage, NormalizeError>>,
+    pub messages: Vec<Result<Message, NormalizeError>>,
+    /// Whether a client-supplied IP (PostHog's `$ip`) may stand for the client: only when the request's
+    /// socket peer is a trusted proxy.
+    pub trust_ip_property: bool,
 }
 
 fn decode_message(
@@ -73,7 +99,8 @@ pub fn decode_body(
             write_key,
             batch_sent_at: None,
             batch_context: None,
-            messages: vec![message],
+            messages: vec![message.map(Message::Segment)],
+            trust_ip_property: false,
         });
     }
     let envelope: BatchEnvelope<'_> = serde_json::from_slice(body).map_err(|error| {
@@ -103,13 +130,14 @@ pub fn decode_body(
     let messages = envelope
         .batch
         .iter()
-        .map(|raw| decode_message(raw, max_event_bytes))
+        .map(|raw| decode_message(raw, max_event_bytes).map(Message::Segment))
         .collect();
     Ok(DecodedBody {
         write_key: envelope.write_key,
         batch_sent_at,
         batch_context: envelope.context,
         messages,
+        trust_ip_property: false,
     })
 }
 
@@ -143,12 +171,25 @@ pub fn normalize_all(decoded: DecodedBody, facts: &RequestFacts<'_>) -> Normaliz
         ip: facts.ip,
         user_agent: facts.user_agent,
     };
+    let capture_defaults = CaptureDefaults {
+        received_at: facts.received_at,
+        sent_at: decoded.batch_sent_at,
+        source: facts.source,
+        request_id: facts.request_id,
+        ip: facts.ip,
+        user_agent: facts.user_agent,
+        trust_ip_property: decoded.trust_ip_property,
+    };
     let mut events = Vec::with_capacity(decoded.messages.len());
     let mut client_message_ids = Vec::with_capacity(decoded.messages.len());
     let mut rejected = Vec::new();
     for (index, message) in decoded.messages.into_iter().enumerate() {
-        let client_id = message.as_ref().is_ok_and(|m| m.message_id.is_some());
-        match message.and_then(|message| normalize_message(message, &defaults)) {
+        let client_id = message.as_ref().is_ok_and(Message::has_client_id);
+        let normalized = message.and_then(|message| match message {
+            Message::Segment(message) => normalize_message(message, &defaults),
+            Message::Posthog(fields) => normalize_capture_event(fields, &capture_defaults),
+        });
+        match normalized {
             Ok(event) => {
                 events.push(event);
                 client_message_ids.push(client_id);

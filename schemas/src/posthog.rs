@@ -252,15 +252,16 @@ pub fn normalize_capture_event(
     };
     let offset_ms = match fields.remove("offset") {
         None | Some(Value::Null) => 0,
-        Some(Value::Number(number)) => number
-            .as_i64()
-            .ok_or_else(|| NormalizeError::Malformed("offset: expected whole milliseconds".into()))?,
+        Some(Value::Number(number)) => number.as_i64().ok_or_else(|| {
+            NormalizeError::Malformed("offset: expected whole milliseconds".into())
+        })?,
         Some(other) => return Err(wrong_type("offset", "a number of milliseconds", &other)),
     };
     let sent_at = defaults
         .sent_at
         .filter(|_| !truthy(properties.get("$ignore_sent_at")));
-    let (time, original_timestamp) = event_time(timestamp, offset_ms, sent_at, defaults.received_at);
+    let (time, original_timestamp) =
+        event_time(timestamp, offset_ms, sent_at, defaults.received_at);
 
     let mut user_id = None;
     let mut anonymous_id = None;
@@ -286,10 +287,9 @@ pub fn normalize_capture_event(
             EventType::Identify
         }
         "$create_alias" => {
-            previous_id = Some(
-                id_value(properties.get("alias"))
-                    .ok_or(NormalizeError::MissingField("properties.alias", "$create_alias"))?,
-            );
+            previous_id = Some(id_value(properties.get("alias")).ok_or(
+                NormalizeError::MissingField("properties.alias", "$create_alias"),
+            )?);
             EventType::Alias
         }
         "$groupidentify" => {
@@ -321,7 +321,8 @@ pub fn normalize_capture_event(
     }
 
     let mut ip = defaults.ip.map(str::to_string);
-    let claimed_ip = str_property(&properties, "$ip").and_then(|ip| ip.trim().parse::<IpAddr>().ok());
+    let claimed_ip =
+        str_property(&properties, "$ip").and_then(|ip| ip.trim().parse::<IpAddr>().ok());
     match claimed_ip {
         Some(claimed) if defaults.trust_ip_property => ip = Some(claimed.to_string()),
         _ => {
@@ -399,7 +400,10 @@ mod tests {
         }
     }
 
-    fn normalize_with(value: Value, defaults: &CaptureDefaults<'_>) -> Result<Event, NormalizeError> {
+    fn normalize_with(
+        value: Value,
+        defaults: &CaptureDefaults<'_>,
+    ) -> Result<Event, NormalizeError> {
         let Value::Object(map) = value else {
             panic!("not an object")
         };
@@ -430,7 +434,10 @@ mod tests {
         assert_eq!(event.user_id.as_deref(), Some("user-42"));
         assert_eq!(event.anonymous_id, None);
         assert_eq!(event.message_id, "0190a3c2-7b1e-7cc0-8f00-0123456789ab");
-        assert_eq!(format_timestamp(&event.timestamp), "2024-05-01T12:00:00.000Z");
+        assert_eq!(
+            format_timestamp(&event.timestamp),
+            "2024-05-01T12:00:00.000Z"
+        );
         assert_eq!(event.original_timestamp, None);
         assert_eq!(event.context_str("library.name"), Some("posthog-node"));
         assert_eq!(event.context_str("library.version"), Some("5.70.0"));
@@ -451,14 +458,26 @@ mod tests {
         assert_eq!(page.name.as_deref(), Some("Pricing"));
         assert_eq!(page.anonymous_id.as_deref(), Some("anon-1"));
         assert_eq!(page.user_id, None);
-        assert_eq!(page.context_str("page.url"), Some("https://x.example/p?q=1"));
+        assert_eq!(
+            page.context_str("page.url"),
+            Some("https://x.example/p?q=1")
+        );
         assert_eq!(page.context_str("page.path"), Some("/p"));
-        assert_eq!(page.context_str("page.referrer"), Some("https://google.com/"));
-        assert!(!page.properties.contains_key("token"), "the project key is dropped");
+        assert_eq!(
+            page.context_str("page.referrer"),
+            Some("https://google.com/")
+        );
+        assert!(
+            !page.properties.contains_key("token"),
+            "the project key is dropped"
+        );
         assert_eq!(page.properties["$device_id"], "anon-1");
         assert_eq!(page.event, None);
 
-        let untitled = normalize(json!({"event": "$pageview", "distinct_id": "u", "properties": {"$pathname": "/docs"}})).unwrap();
+        let untitled = normalize(
+            json!({"event": "$pageview", "distinct_id": "u", "properties": {"$pathname": "/docs"}}),
+        )
+        .unwrap();
         assert_eq!(untitled.name.as_deref(), Some("/docs"));
 
         let screen = normalize(json!({"event": "$screen", "distinct_id": "u1", "properties": {"$screen_name": "Home"}})).unwrap();
@@ -473,12 +492,24 @@ mod tests {
         assert_eq!(identify.kind, EventType::Identify);
         assert_eq!(identify.user_id.as_deref(), Some("user-1"));
         assert_eq!(identify.anonymous_id.as_deref(), Some("anon-1"));
-        assert_eq!(identify.traits, *json!({"plan": "pro", "email": "top@example.com"}).as_object().unwrap());
-        assert_eq!(identify.properties["$set_once"], json!({"first_seen": "2024-01-01"}));
-        assert_eq!(identify.properties["$set"], json!({"plan": "pro", "email": "top@example.com"}));
+        assert_eq!(
+            identify.traits,
+            *json!({"plan": "pro", "email": "top@example.com"})
+                .as_object()
+                .unwrap()
+        );
+        assert_eq!(
+            identify.properties["$set_once"],
+            json!({"first_seen": "2024-01-01"})
+        );
+        assert_eq!(
+            identify.properties["$set"],
+            json!({"plan": "pro", "email": "top@example.com"})
+        );
 
         let alias = normalize(json!({"event": "$create_alias", "distinct_id": "user-1",
-            "properties": {"distinct_id": "user-1", "alias": "anon-1"}})).unwrap();
+            "properties": {"distinct_id": "user-1", "alias": "anon-1"}}))
+        .unwrap();
         assert_eq!(alias.kind, EventType::Alias);
         assert_eq!(alias.user_id.as_deref(), Some("user-1"));
         assert_eq!(alias.previous_id.as_deref(), Some("anon-1"));
@@ -496,22 +527,35 @@ mod tests {
     #[test]
     fn distinct_id_rules() {
         let ids = |props: Value| {
-            let event = normalize(json!({"event": "e", "distinct_id": "d", "properties": props})).unwrap();
+            let event =
+                normalize(json!({"event": "e", "distinct_id": "d", "properties": props})).unwrap();
             (event.user_id, event.anonymous_id)
         };
         let some = |s: &str| Some(s.to_string());
         // Server-side SDKs send nothing else: the distinct id is the user's.
         assert_eq!(ids(json!({})), (some("d"), None));
         // posthog-js states it.
-        assert_eq!(ids(json!({"$is_identified": false, "$device_id": "x"})), (None, some("d")));
-        assert_eq!(ids(json!({"$is_identified": true, "$device_id": "dev"})), (some("d"), some("dev")));
+        assert_eq!(
+            ids(json!({"$is_identified": false, "$device_id": "x"})),
+            (None, some("d"))
+        );
+        assert_eq!(
+            ids(json!({"$is_identified": true, "$device_id": "dev"})),
+            (some("d"), some("dev"))
+        );
         // Without the flag, the device id tells.
         assert_eq!(ids(json!({"$device_id": "d"})), (None, some("d")));
         assert_eq!(ids(json!({"$device_id": "dev"})), (some("d"), some("dev")));
         assert_eq!(ids(json!({"$anon_distinct_id": "a"})), (some("d"), None));
         // Personless events are anonymous.
-        assert_eq!(ids(json!({"$process_person_profile": false})), (None, some("d")));
-        assert_eq!(ids(json!({"$process_person_profile": true})), (some("d"), None));
+        assert_eq!(
+            ids(json!({"$process_person_profile": false})),
+            (None, some("d"))
+        );
+        assert_eq!(
+            ids(json!({"$process_person_profile": true})),
+            (some("d"), None)
+        );
     }
 
     #[test]
@@ -519,12 +563,30 @@ mod tests {
         let read = |v: Value| distinct_id(v.as_object().unwrap());
         assert_eq!(read(json!({"distinct_id": 23})), Some("23".into()));
         assert_eq!(read(json!({"$distinct_id": "x"})), Some("x".into()));
-        assert_eq!(read(json!({"distinct_id": null, "properties": {"distinct_id": "p"}})), Some("p".into()));
-        assert_eq!(read(json!({"distinct_id": "top", "properties": {"distinct_id": "p"}})), Some("top".into()));
-        assert_eq!(read(json!({"distinct_id": ["a", "b"]})), Some(r#"["a","b"]"#.into()));
+        assert_eq!(
+            read(json!({"distinct_id": null, "properties": {"distinct_id": "p"}})),
+            Some("p".into())
+        );
+        assert_eq!(
+            read(json!({"distinct_id": "top", "properties": {"distinct_id": "p"}})),
+            Some("top".into())
+        );
+        assert_eq!(
+            read(json!({"distinct_id": ["a", "b"]})),
+            Some(r#"["a","b"]"#.into())
+        );
         assert_eq!(read(json!({"distinct_id": ""})), None);
-        assert_eq!(read(json!({"distinct_id": "a\u{0}b"})), Some("a\u{FFFD}b".into()));
-        assert_eq!(read(json!({"distinct_id": "é".repeat(300)})).unwrap().chars().count(), 200);
+        assert_eq!(
+            read(json!({"distinct_id": "a\u{0}b"})),
+            Some("a\u{FFFD}b".into())
+        );
+        assert_eq!(
+            read(json!({"distinct_id": "é".repeat(300)}))
+                .unwrap()
+                .chars()
+                .count(),
+            200
+        );
         assert_eq!(read(json!({})), None);
     }
 
@@ -534,7 +596,10 @@ mod tests {
         assert_eq!(token(json!({"api_key": "a"})), Some("a".into()));
         assert_eq!(token(json!({"token": "t"})), Some("t".into()));
         assert_eq!(token(json!({"$token": "d"})), Some("d".into()));
-        assert_eq!(token(json!({"properties": {"token": "p"}})), Some("p".into()));
+        assert_eq!(
+            token(json!({"properties": {"token": "p"}})),
+            Some("p".into())
+        );
         assert_eq!(token(json!({"token": ""})), None);
         assert_eq!(token(json!({"token": 5})), None);
     }
@@ -560,13 +625,22 @@ mod tests {
         // Nothing: received.
         assert_eq!(event_time(None, 0, None, received).0, received);
         // Far future: received.
-        assert_eq!(event_time(Some(time("2024-05-03T00:00:00Z")), 0, None, received).0, received);
-        assert_eq!(event_time(Some(time("2024-05-01T20:00:00Z")), 0, None, received).0, time("2024-05-01T20:00:00Z"));
+        assert_eq!(
+            event_time(Some(time("2024-05-03T00:00:00Z")), 0, None, received).0,
+            received
+        );
+        assert_eq!(
+            event_time(Some(time("2024-05-01T20:00:00Z")), 0, None, received).0,
+            time("2024-05-01T20:00:00Z")
+        );
         // Absurd offsets and skews never panic.
         assert_eq!(event_time(None, i64::MIN, None, received).0, received);
         assert_eq!(event_time(None, i64::MAX, None, received).0, received);
         let ancient = DateTime::<Utc>::MIN_UTC;
-        assert_eq!(event_time(Some(ancient), 0, Some(DateTime::<Utc>::MAX_UTC), received).0, received);
+        assert_eq!(
+            event_time(Some(ancient), 0, Some(DateTime::<Utc>::MAX_UTC), received).0,
+            received
+        );
     }
 
     #[test]
@@ -583,9 +657,12 @@ mod tests {
         let ignored = normalize_with(body(true), &with_sent_at).unwrap();
         assert_eq!(ignored.timestamp, time("2024-05-01T13:00:00Z"));
         // An unreadable timestamp is ignored, as PostHog does.
-        let garbage = normalize(json!({"event": "e", "distinct_id": "d", "timestamp": "soon"})).unwrap();
+        let garbage =
+            normalize(json!({"event": "e", "distinct_id": "d", "timestamp": "soon"})).unwrap();
         assert_eq!(garbage.timestamp, garbage.received_at);
-        let date_only = normalize(json!({"event": "e", "distinct_id": "d", "timestamp": "2024-04-30"})).unwrap();
+        let date_only =
+            normalize(json!({"event": "e", "distinct_id": "d", "timestamp": "2024-04-30"}))
+                .unwrap();
         assert_eq!(date_only.timestamp, time("2024-04-30T00:00:00Z"));
     }
 
@@ -612,25 +689,66 @@ mod tests {
     #[test]
     fn bad_events_are_rejected_with_reasons() {
         let reason = |v: Value| normalize(v).unwrap_err().to_string();
-        assert_eq!(reason(json!({"distinct_id": "d"})), "event is required for capture calls");
-        assert_eq!(reason(json!({"event": "", "distinct_id": "d"})), "event is required for capture calls");
-        assert!(reason(json!({"event": 5, "distinct_id": "d"})).starts_with("event: invalid type: number"));
-        assert_eq!(reason(json!({"event": "e"})), "distinct_id is required for capture calls");
-        assert!(reason(json!({"event": "e", "distinct_id": "d", "properties": [1]})).starts_with("properties: invalid type: array"));
-        assert!(reason(json!({"event": "e", "distinct_id": "d", "uuid": "nope"})).starts_with("uuid: `nope` is not a UUID"));
-        assert!(reason(json!({"event": "e", "distinct_id": "d", "uuid": 7})).starts_with("uuid: invalid type"));
-        assert!(reason(json!({"event": "e", "distinct_id": "d", "timestamp": 7})).starts_with("timestamp: invalid type"));
-        assert!(reason(json!({"event": "e", "distinct_id": "d", "offset": "x"})).starts_with("offset: invalid type"));
-        assert!(reason(json!({"event": "e", "distinct_id": "d", "offset": 1.5})).starts_with("offset:"));
-        assert!(reason(json!({"event": "e", "distinct_id": "d", "$set": "x"})).starts_with("$set: invalid type"));
-        assert_eq!(reason(json!({"event": "$create_alias", "distinct_id": "d"})), "properties.alias is required for $create_alias calls");
-        assert_eq!(reason(json!({"event": "$groupidentify", "distinct_id": "d", "properties": {"$group_key": {}}})), "properties.$group_key is required for $groupidentify calls");
+        assert_eq!(
+            reason(json!({"distinct_id": "d"})),
+            "event is required for capture calls"
+        );
+        assert_eq!(
+            reason(json!({"event": "", "distinct_id": "d"})),
+            "event is required for capture calls"
+        );
+        assert!(reason(json!({"event": 5, "distinct_id": "d"}))
+            .starts_with("event: invalid type: number"));
+        assert_eq!(
+            reason(json!({"event": "e"})),
+            "distinct_id is required for capture calls"
+        );
+        assert!(
+            reason(json!({"event": "e", "distinct_id": "d", "properties": [1]}))
+                .starts_with("properties: invalid type: array")
+        );
+        assert!(
+            reason(json!({"event": "e", "distinct_id": "d", "uuid": "nope"}))
+                .starts_with("uuid: `nope` is not a UUID")
+        );
+        assert!(reason(json!({"event": "e", "distinct_id": "d", "uuid": 7}))
+            .starts_with("uuid: invalid type"));
+        assert!(
+            reason(json!({"event": "e", "distinct_id": "d", "timestamp": 7}))
+                .starts_with("timestamp: invalid type")
+        );
+        assert!(
+            reason(json!({"event": "e", "distinct_id": "d", "offset": "x"}))
+                .starts_with("offset: invalid type")
+        );
+        assert!(
+            reason(json!({"event": "e", "distinct_id": "d", "offset": 1.5})).starts_with("offset:")
+        );
+        assert!(
+            reason(json!({"event": "e", "distinct_id": "d", "$set": "x"}))
+                .starts_with("$set: invalid type")
+        );
+        assert_eq!(
+            reason(json!({"event": "$create_alias", "distinct_id": "d"})),
+            "properties.alias is required for $create_alias calls"
+        );
+        assert_eq!(
+            reason(
+                json!({"event": "$groupidentify", "distinct_id": "d", "properties": {"$group_key": {}}})
+            ),
+            "properties.$group_key is required for $groupidentify calls"
+        );
     }
 
     #[test]
     fn server_generates_a_message_id_when_there_is_no_uuid() {
         let event = normalize(json!({"event": "e", "distinct_id": "d", "uuid": ""})).unwrap();
-        assert_eq!(uuid::Uuid::parse_str(&event.message_id).unwrap().get_version_num(), 7);
+        assert_eq!(
+            uuid::Uuid::parse_str(&event.message_id)
+                .unwrap()
+                .get_version_num(),
+            7
+        );
     }
 
     proptest::proptest! {

@@ -236,3 +236,55 @@ async fn a_full_log_answers_503_and_recovers() {
     let health = client.get(server.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }
+
+#[tokio::test]
+async fn a_torn_log_tail_loses_only_the_torn_record() {
+    let dir = tempfile::tempdir().unwrap();
+    // The sink never gets to deliver before the crash: everything is still in the log.
+    let slow = CONFIG.replace("max_wait_ms = 50", "max_wait_ms = 600000");
+    let server = Switchyard::start(dir.path(), &slow);
+    for round in 0..5 {
+        let batch: Vec<Value> = (0..10)
+            .map(|i| track(&format!("torn-{round}-{i}"), "u"))
+            .collect();
+        post(&server, &batch).await;
+    }
+    server.kill9();
+    // Cut the last record in half, as a crash in the middle of a write would.
+    let log_dir = dir.path().join("data/log");
+    let segment = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .max()
+        .unwrap();
+    let length = std::fs::metadata(&segment).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(length - 100)
+        .unwrap();
+
+    let restarted = Switchyard::start(dir.path(), CONFIG);
+    let events = wait_for_events(&dir.path().join("events"), 40, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids: Vec<String> = read_ndjson_dir(&dir.path().join("events"))
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events.len(), 40);
+    assert_eq!(ids.len(), 40, "the four whole requests, once each");
+    assert!(
+        ids.iter().all(|id| !id.starts_with("torn-4-")),
+        "the torn request is the one lost"
+    );
+    let logs = restarted.logs();
+    assert!(
+        logs.contains("cut a torn or corrupt record from the tail"),
+        "{logs}"
+    );
+    // Ingest continues cleanly after the cut.
+    post(&restarted, &[track("after-torn", "u")]).await;
+    wait_for_events(&dir.path().join("events"), 41, Duration::from_secs(10)).await;
+}
