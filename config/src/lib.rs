@@ -3,6 +3,7 @@
 
 mod env;
 mod model;
+mod tracking;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -85,7 +86,12 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             "admin" => section(&key, value, &mut problems, |v| config.admin = v),
             "rollout" => section(&key, value, &mut problems, |v| config.rollout = v),
             "consent" => section(&key, value, &mut problems, |v| config.consent = v),
+            "limits" => section(&key, value, &mut problems, |v| config.limits = v),
             "sources" => section(&key, value, &mut problems, |v| config.sources = v),
+            "tracking_plan" => section(&key, value, &mut problems, |v| {
+                config.tracking_plan = Some(v)
+            }),
+            "sessions" => section(&key, value, &mut problems, |v| config.sessions = v),
             "sanitizers" => {
                 config.sanitizers = sanitizer_list("sanitizers", value, &mut problems);
             }
@@ -104,12 +110,13 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             },
             _ => problems.push(ConfigProblem {
                 path: key.clone(),
-                message: "unknown section: expected server, sources, sanitizers, sinks, delivery, rollout, consent or admin"
+                message: "unknown section: expected server, sources, sanitizers, sinks, delivery, rollout, consent, limits, tracking_plan, sessions or admin"
                     .into(),
             }),
         }
     }
     problems.extend(validate(&config));
+    problems.extend(tracking::validate(&config));
     if problems.is_empty() {
         Ok(config)
     } else {

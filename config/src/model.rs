@@ -22,6 +22,11 @@ pub struct Config {
     pub rollout: RolloutGlobalConfig,
     pub consent: ConsentSettings,
     pub admin: AdminConfig,
+    /// `[tracking_plan]`: check every event against a tracking plan (off without the section).
+    pub tracking_plan: Option<TrackingPlanConfig>,
+    /// `[sessions]`: server-side sessions (off by default).
+    pub sessions: SessionsConfig,
+    pub limits: LimitsConfig,
 }
 
 /// `[server]`.
@@ -44,6 +49,70 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
+    /// Longest a client may take to send the request headers (slow-loris guard); 408 after.
+    pub header_read_timeout_secs: u64,
+    /// Longest a client may take to send the request body; 408 after.
+    pub body_read_timeout_secs: u64,
+    /// Most open client connections; further connections wait in the OS backlog.
+    pub max_connections: usize,
+    /// `[server.cors]`: browser SDKs.
+    pub cors: CorsConfig,
+    /// `[server.tls]`: terminate TLS here (for deployments without a proxy).
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.cors]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins allowed to call the ingest endpoints from a browser (`"*"` for any); empty disables CORS.
+    pub allowed_origins: Vec<String>,
+    /// How long browsers may cache a preflight answer.
+    pub max_age_secs: u64,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_path: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
+}
+
+/// `[limits]`: protection against floods and hostile input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests per second one client IP may make (token bucket); 0 = unlimited. Excess: 429.
+    pub requests_per_second_per_ip: u32,
+    /// Bucket size for `requests_per_second_per_ip` (default: one second's worth).
+    pub burst_per_ip: Option<u32>,
+    /// Events per second one source may send; 0 = unlimited. Excess: 429 for the whole request.
+    pub events_per_second_per_source: u32,
+    /// Bucket size for `events_per_second_per_source` (default: one second's worth).
+    pub burst_per_source: Option<u32>,
+    /// Most messages in one batch; more is a 400.
+    pub max_events_per_batch: usize,
+    /// Deepest JSON nesting in one event; deeper events are rejected alone.
+    pub max_json_depth: usize,
+    /// Most object members (at any depth) in one event; more are rejected alone.
+    pub max_properties: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            requests_per_second_per_ip: 0,
+            burst_per_ip: None,
+            events_per_second_per_source: 0,
+            burst_per_source: None,
+            max_events_per_batch: 10_000,
+            max_json_depth: 32,
+            max_properties: 2_000,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -57,6 +126,14 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             shutdown_timeout_secs: 30,
             log_format: LogFormat::Text,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            max_connections: 10_000,
+            cors: CorsConfig {
+                allowed_origins: Vec::new(),
+                max_age_secs: 600,
+            },
+            tls: None,
         }
     }
 }
@@ -81,6 +158,10 @@ pub struct SourceConfig {
     /// to the capture endpoints (`/batch/`, `/i/v0/e/`, `/e/`, `/capture/`, `/track/`).
     #[serde(default)]
     pub posthog_tokens: Vec<String>,
+    /// `tracking_plan = { on_violation = "reject", unknown_events = "allow", enabled = true }`: this
+    /// source's own tracking-plan modes (each key optional; the `[tracking_plan]` value otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_plan: Option<SourcePlanConfig>,
 }
 
 /// Whether accepted events survive a crash.
@@ -222,6 +303,119 @@ impl IpNet {
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
+        }
+    }
+}
+
+/// What happens to an event that violates its schema in the tracking plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnViolation {
+    /// Refused: listed in the response's `rejected` with the schema path and message.
+    Reject,
+    /// Accepted, but routed only to `quarantine_sink` with `context.violations` attached; replayable
+    /// with `switchyard plan replay` once the plan (or the app) is fixed.
+    Quarantine,
+    /// Accepted and routed as usual, with `context.violations` attached.
+    #[default]
+    Tag,
+}
+
+/// What happens to an event whose name the tracking plan does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownEvents {
+    /// Accepted (still checked against `_common.json`).
+    #[default]
+    Allow,
+    /// Refused, listed in the response's `rejected`.
+    Reject,
+    /// Accepted, routed only to `quarantine_sink`.
+    Quarantine,
+}
+
+/// `[tracking_plan]`: the plan every event is checked against, after normalisation and before the
+/// global sanitizer chain. Reloading the config reloads the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingPlanConfig {
+    /// The plan folder (`<event name>/v<N>.json` plus an optional `_common.json`); relative paths are
+    /// resolved from the working directory, like every other path.
+    pub path: PathBuf,
+    /// `allow`, `reject` or `quarantine`.
+    #[serde(default)]
+    pub unknown_events: UnknownEvents,
+    /// `reject`, `quarantine` or `tag`.
+    #[serde(default)]
+    pub on_violation: OnViolation,
+    /// The sink that receives quarantined events, and only them; required when any mode is
+    /// `quarantine`. It must take 100% live and have no consent category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine_sink: Option<String>,
+}
+
+/// `[sources.<name>] tracking_plan = {...}`: one source's own tracking-plan modes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcePlanConfig {
+    /// `false`: this source's events are not checked at all.
+    pub enabled: bool,
+    /// Overrides `[tracking_plan] unknown_events` for this source.
+    pub unknown_events: Option<UnknownEvents>,
+    /// Overrides `[tracking_plan] on_violation` for this source.
+    pub on_violation: Option<OnViolation>,
+}
+
+impl Default for SourcePlanConfig {
+    fn default() -> Self {
+        SourcePlanConfig {
+            enabled: true,
+            unknown_events: None,
+            on_violation: None,
+        }
+    }
+}
+
+/// Which id a server-side session follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKey {
+    /// `userId`, else `anonymousId` (an anonymous session carries on when the user logs in).
+    #[default]
+    User,
+    /// `anonymousId`, else `userId`: one session per device or browser.
+    AnonymousId,
+}
+
+/// `[sessions]`: server-side sessions. Each event gets `context.session = {id, started_at, sequence}`;
+/// a session ends after `timeout_minutes` without events. See docs/sessions.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    pub enabled: bool,
+    /// Inactivity after which a session ends.
+    pub timeout_minutes: u64,
+    /// `user` or `anonymous_id`.
+    pub key: SessionKey,
+    /// Emit synthetic `Session Started` / `Session Ended` track events (`context.synthetic = true`;
+    /// sinks with `exclude_synthetic = true` do not receive them).
+    pub emit_events: bool,
+    /// Most open sessions kept; beyond it the least recently active are ended early (about 300 bytes
+    /// each).
+    pub max_sessions: usize,
+    /// How often open sessions are written to `<data_dir>/sessions.json` (also on shutdown).
+    pub persist_interval_secs: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            enabled: false,
+            timeout_minutes: 30,
+            key: SessionKey::User,
+            emit_events: true,
+            max_sessions: 1_000_000,
+            persist_interval_secs: 30,
         }
     }
 }

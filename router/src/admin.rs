@@ -206,6 +206,9 @@ pub async fn route(
                 &serde_json::json!({"since": switchyard_schemas::time::format_timestamp(&since), "sinks": sinks}),
             ))
         }
+        (["admin", "quarantine", "replay"], &Method::POST) => {
+            crate::plan_stage::replay(app, request).await
+        }
         (["admin", "reload"], &Method::POST) => match app.reload().await {
             Ok(report) => {
                 apply_overrides(&app).await;

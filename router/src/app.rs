@@ -25,6 +25,9 @@ pub struct Runtime {
     pub trusted_proxies: Vec<IpNet>,
     /// Lowercased opt-out header names.
     pub opt_out_headers: Vec<String>,
+    pub limiters: crate::limits::Limiters,
+    /// The tracking plan and each source's modes (None without `[tracking_plan]`).
+    pub plan: Option<Arc<crate::plan_stage::PlanStage>>,
 }
 
 impl Runtime {
@@ -56,6 +59,8 @@ impl Runtime {
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect();
+        let limiters = crate::limits::Limiters::new(&config.limits);
+        let plan = crate::plan_stage::PlanStage::build(&config)?.map(Arc::new);
         Ok(Runtime {
             config,
             write_keys,
@@ -63,6 +68,8 @@ impl Runtime {
             global_chain,
             trusted_proxies,
             opt_out_headers,
+            limiters,
+            plan,
         })
     }
 
@@ -164,6 +171,10 @@ impl SourceCounters {
 pub struct IngestStats {
     pub requests: AtomicU64,
     pub unauthorized: AtomicU64,
+    /// Requests refused with 429 by the per-IP limit.
+    pub rate_limited_ip: AtomicU64,
+    /// Requests refused with 429 by the per-source event limit.
+    pub rate_limited_source: AtomicU64,
     sources: RwLock<HashMap<String, Arc<SourceCounters>>>,
 }
 
@@ -224,6 +235,8 @@ pub struct App {
     pub engine: Engine,
     pub stats: IngestStats,
     pub dedupe: crate::dedupe::Deduper,
+    /// Server-side sessions (kept across reloads; saved in the data dir).
+    pub sessions: crate::sessions::Sessions,
     pub config_path: Option<PathBuf>,
     data_dir: PathBuf,
     ready: AtomicBool,
@@ -271,6 +284,7 @@ impl App {
             durable.then(|| data_dir.clone()),
             delivery.retention_hours,
         );
+        engine.set_quarantine_sink(crate::plan_stage::quarantine_sink(&config));
         engine
             .apply(&config.sinks, &config.consent)
             .await
@@ -282,7 +296,9 @@ impl App {
             log.clone(),
             Duration::from_millis(delivery.fsync_interval_ms.max(1)),
         );
-        Ok(Arc::new(App {
+        let sessions =
+            crate::sessions::Sessions::restore(&data_dir, Arc::new(crate::sessions::SystemClock));
+        let app = Arc::new(App {
             runtime: RwLock::new(Arc::new(runtime)),
             log,
             engine,
@@ -296,7 +312,10 @@ impl App {
             ready: AtomicBool::new(true),
             syncer,
             reload_lock: tokio::sync::Mutex::new(()),
-        }))
+            sessions,
+        });
+        crate::sessions::Sessions::spawn_sweeper(&app);
+        Ok(app)
     }
 
     /// The config-derived state in force now.
@@ -363,7 +382,16 @@ impl App {
             return Err(problems);
         }
         let runtime = Runtime::new(config.clone())?;
-        let report = self.engine.apply(&config.sinks, &config.consent).await?;
+        let previous = self
+            .engine
+            .set_quarantine_sink(crate::plan_stage::quarantine_sink(&config));
+        let report = match self.engine.apply(&config.sinks, &config.consent).await {
+            Ok(report) => report,
+            Err(problems) => {
+                self.engine.set_quarantine_sink(previous);
+                return Err(problems);
+            }
+        };
         *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(runtime);
         tracing::info!(?report, "configuration reloaded");
         Ok(report)
@@ -372,6 +400,7 @@ impl App {
     /// Graceful stop of the delivery side: every sink flushes and persists its cursor, the log syncs.
     pub async fn shutdown(&self) {
         self.ready.store(false, Ordering::Relaxed);
+        self.sessions.shutdown(self).await;
         let timeout = Duration::from_secs(self.runtime().config.server.shutdown_timeout_secs);
         self.engine.shutdown(timeout).await;
         if let Some(syncer) = &self.syncer {

@@ -9,6 +9,25 @@ use hyper::body::Incoming;
 
 use crate::http::ApiError;
 
+/// Reads at most `max_bytes` of the body within `timeout`; more is a 413, slower a 408.
+pub async fn read_limited_within(
+    body: Incoming,
+    max_bytes: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(timeout, read_limited(body, max_bytes)).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::new(
+            hyper::StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs()
+            ),
+        )),
+    }
+}
+
 /// Reads at most `max_bytes` of the body; more is a 413.
 pub async fn read_limited(body: Incoming, max_bytes: usize) -> Result<Bytes, ApiError> {
     match Limited::new(body, max_bytes).collect().await {

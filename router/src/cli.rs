@@ -74,6 +74,11 @@ enum Command {
         #[command(subcommand)]
         action: DeadLetterAction,
     },
+    /// Tracking plans: check a plan, test events against it, replay quarantined events.
+    Plan {
+        #[command(subcommand)]
+        action: crate::plan_stage::PlanAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -380,5 +385,6 @@ pub fn main() -> ExitCode {
             )),
             pretty,
         ),
+        Command::Plan { action } => crate::plan_stage::run_command(action),
     }
 }

@@ -66,6 +66,8 @@ pub struct Engine {
     report_dir: Option<PathBuf>,
     retention_hours: u64,
     sinks: tokio::sync::Mutex<BTreeMap<String, SinkEntry>>,
+    /// The tracking plan's quarantine sink, read by every sink's stage.
+    quarantine: crate::plan_stage::QuarantineTarget,
 }
 
 /// Builds the per-sink stage: consent category check, then the sink's own sanitizer chain.
@@ -73,6 +75,7 @@ fn build_stage(
     name: &str,
     settings: &SinkSettings,
     consent: &ConsentSettings,
+    quarantine: &crate::plan_stage::QuarantineTarget,
 ) -> Result<EventStage, String> {
     let chain = Chain::build(
         &settings.common.sanitizers,
@@ -88,7 +91,14 @@ fn build_stage(
     })?;
     let category = settings.common.consent.clone();
     let default_granted = consent.default_granted;
+    let quarantine = quarantine.clone();
+    let exclude_synthetic = settings.common.exclude_synthetic;
+    let sink_name = name.to_string();
     Ok(Arc::new(move |event| {
+        // Quarantined events go to the quarantine sink only; excluded synthetic events nowhere.
+        if crate::plan_stage::skips(&sink_name, &quarantine, exclude_synthetic, event) {
+            return StageOutcome::Skip;
+        }
         if let Some(category) = &category {
             if !switchyard_sanitizers::consent::allows(event, category, default_granted) {
                 return StageOutcome::DropConsent;
@@ -123,6 +133,7 @@ impl Engine {
             report_dir: state_dir.as_ref().map(|dir| dir.join("report")),
             retention_hours,
             sinks: tokio::sync::Mutex::new(BTreeMap::new()),
+            quarantine: Default::default(),
         }
     }
 
@@ -140,6 +151,13 @@ impl Engine {
         &self.log
     }
 
+    /// Sets the tracking plan's quarantine sink (it then receives only quarantined events); returns
+    /// the previous one. Takes effect at once for every sink.
+    pub fn set_quarantine_sink(&self, sink: Option<String>) -> Option<String> {
+        let mut current = self.quarantine.write().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *current, sink)
+    }
+
     /// Builds and starts (health-checks) a sink without running it yet.
     async fn prepare(
         &self,
@@ -147,7 +165,7 @@ impl Engine {
         settings: &SinkSettings,
         consent: &ConsentSettings,
     ) -> Result<(Arc<dyn Sink>, EventStage), String> {
-        let stage = build_stage(name, settings, consent)?;
+        let stage = build_stage(name, settings, consent, &self.quarantine)?;
         let sink = build_sink(name, &settings.kind).map_err(|e| format!("sinks.{name}: {e}"))?;
         sink.start()
             .await

@@ -64,6 +64,13 @@ impl ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    /// 429 with Retry-After (whole seconds, at least 1).
+    pub fn too_many_requests(message: impl Into<String>, wait: Duration) -> ApiError {
+        let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+        error.retry_after_secs = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        error
+    }
+
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
@@ -114,6 +121,12 @@ pub struct IngestResponse {
     pub rejected: Vec<Rejection>,
     #[serde(skip_serializing_if = "DropCounts::is_empty")]
     pub dropped: DropCounts,
+    /// Accepted events that violate the tracking plan and went to the quarantine sink only.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub quarantined: usize,
+    /// Accepted events that violate the tracking plan, routed with `context.violations`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub tagged: usize,
 }
 
 /// Events accepted but dropped before any sink, by reason.
@@ -149,19 +162,23 @@ pub enum Role {
     Admin,
 }
 
-/// Serves HTTP on `listener` until `shutdown` completes, then stops accepting and waits (bounded) for
-/// open requests to finish.
+/// Serves HTTP (or HTTPS with `tls`) on `listener` until `shutdown` completes, then stops accepting and
+/// waits (bounded) for open requests to finish. At most `server.max_connections` connections are
+/// served at once; further ones wait in the OS backlog.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     role: Role,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let server = app.runtime().config.server.clone();
+    let header_timeout = Duration::from_secs(server.header_read_timeout_secs.max(1));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(header_timeout)
         .keep_alive(true);
     builder
         .http2()
@@ -169,8 +186,16 @@ pub async fn serve(
         .max_concurrent_streams(256);
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(server.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -189,9 +214,27 @@ pub async fn serve(
                 });
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    if let Err(error) = watcher.watch(connection).await {
+                    let _permit = permit;
+                    let result = match tls {
+                        None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                        Some(acceptor) => {
+                            let stream = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(error)) => {
+                                    tracing::debug!(%error, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!("TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await
+                        }
+                    };
+                    if let Err(error) = result {
                         tracing::debug!(%error, "connection ended with an error");
                     }
                 });
@@ -226,9 +269,14 @@ pub async fn handle(
     role: Role,
 ) -> Response<Body> {
     let request_id = request_id(request.headers());
+    let origin = request.headers().get(hyper::header::ORIGIN).cloned();
+    let runtime = app.runtime();
     let mut response = route(app, peer, request, &request_id, role)
         .await
         .unwrap_or_else(ApiError::into_response);
+    if let Some(origin) = origin {
+        crate::cors::decorate(&runtime.config.server.cors, &origin, response.headers_mut());
+    }
     let headers = response.headers_mut();
     headers.insert(
         SERVER_TIME_HEADER,
@@ -257,6 +305,29 @@ async fn route(
             "no endpoint at {}",
             request.uri().path()
         )));
+    }
+    let ingest_path = path == "/v1/batch"
+        || path
+            .strip_prefix("/v1/")
+            .and_then(EventType::parse)
+            .is_some()
+        || crate::posthog_capture::is_capture_path(&path);
+    if ingest_path {
+        let runtime = app.runtime();
+        if method == Method::OPTIONS {
+            return Ok(crate::cors::preflight(
+                &runtime.config.server.cors,
+                request.headers(),
+            ));
+        }
+        let ip = client_ip(peer.ip(), request.headers(), &runtime.trusted_proxies);
+        if let Err(wait) = runtime.limiters.check_ip(ip) {
+            app.stats.rate_limited_ip.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::too_many_requests(
+                "too many requests from this address",
+                wait,
+            ));
+        }
     }
     match path.as_str() {
         "/health" => {
@@ -299,6 +370,10 @@ async fn route(
         "/v1/batch" => {
             expect_method(&method, &Method::POST, "POST")?;
             ingest(app, peer, request, None, request_id).await
+        }
+        capture if crate::posthog_capture::is_capture_path(capture) => {
+            expect_method(&method, &Method::POST, "POST")?;
+            crate::posthog_capture::ingest(app, peer, request, request_id).await
         }
         _ => {
             if let Some(kind) = path.strip_prefix("/v1/").and_then(EventType::parse) {
@@ -402,12 +477,18 @@ async fn ingest(
             ));
         }
     }
-    let raw = crate::body::read_limited(body, server.max_body_bytes).await?;
+    let raw = crate::body::read_limited_within(
+        body,
+        server.max_body_bytes,
+        Duration::from_secs(server.body_read_timeout_secs),
+    )
+    .await?;
     let encoding = parts
         .headers
         .get(CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok());
     let body = crate::body::decode_content(raw, encoding, server.max_decompressed_bytes)?;
+    check_nesting(&body, &runtime.config.limits)?;
     let decoded = decode_body(&body, implied_type, server.max_event_bytes)?;
 
     let key = basic_auth_key(&parts.headers).or_else(|| decoded.write_key.clone());
@@ -415,9 +496,85 @@ async fn ingest(
         app.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::unauthorized("unknown or missing write key"));
     };
+    let request = Authenticated {
+        parts: &parts,
+        peer,
+        request_id,
+        source,
+        implied_type,
+    };
+    ingest_decoded(app, runtime.clone(), request, decoded).await
+}
 
+/// Refuses bodies nested deeper than the limit before any parsing (the envelope and the batch array
+/// add two levels).
+pub(crate) fn check_nesting(
+    body: &[u8],
+    limits: &switchyard_config::LimitsConfig,
+) -> Result<(), ApiError> {
+    let shape = crate::limits::json_shape(body);
+    if shape.max_depth > limits.max_json_depth + 2 {
+        return Err(ApiError::bad_request(
+            "too_deep",
+            format!(
+                "JSON nesting of {} levels is over the limit of {}",
+                shape.max_depth, limits.max_json_depth
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An ingest request whose body is decoded and whose source is known.
+pub(crate) struct Authenticated<'a> {
+    pub parts: &'a hyper::http::request::Parts,
+    pub peer: SocketAddr,
+    pub request_id: &'a str,
+    pub source: String,
+    pub implied_type: Option<EventType>,
+}
+
+/// The part of ingest shared by the Segment and PostHog endpoints, after decoding and
+/// authentication: opt-out, normalisation, de-duplication, the global sanitizer chain, the log
+/// append and the answer.
+pub(crate) async fn ingest_decoded(
+    app: Arc<App>,
+    runtime: Arc<crate::app::Runtime>,
+    request: Authenticated<'_>,
+    decoded: crate::ingest::DecodedBody,
+) -> Result<Response<Body>, ApiError> {
+    let Authenticated {
+        parts,
+        peer,
+        request_id,
+        source,
+        implied_type,
+    } = request;
     let counters = app.stats.source(&source);
     SourceCounters::add(&counters.received, decoded.messages.len());
+    let limits = &runtime.config.limits;
+    if decoded.messages.len() > limits.max_events_per_batch {
+        return Err(ApiError::bad_request(
+            "too_many_events",
+            format!(
+                "{} events in one request is over the limit of {}",
+                decoded.messages.len(),
+                limits.max_events_per_batch
+            ),
+        ));
+    }
+    if let Err(wait) = runtime
+        .limiters
+        .check_source(&source, decoded.messages.len())
+    {
+        app.stats
+            .rate_limited_source
+            .fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::too_many_requests(
+            "this source is over its event rate",
+            wait,
+        ));
+    }
     let opted_out = runtime.config.consent.disabled
         || runtime
             .opt_out_headers
@@ -434,6 +591,8 @@ async fn ingest(
                 opt_out: dropped,
                 ..DropCounts::default()
             },
+            quarantined: 0,
+            tagged: 0,
         };
         return Ok(json_response(StatusCode::OK, &response));
     }
@@ -450,9 +609,18 @@ async fn ingest(
     };
     let Normalized {
         mut events,
-        client_message_ids,
-        rejected,
+        mut client_message_ids,
+        mut rejected,
     } = normalize_all(decoded, &facts);
+
+    // Context keys that steer routing are the server's; then the tracking plan (rejected events leave
+    // here; quarantined ones skip de-duplication and sessions, and rejoin before the sanitizers).
+    crate::plan_stage::strip_server_keys(&mut events);
+    let plan_applied = match &runtime.plan {
+        Some(plan) => plan.apply(&mut events, &mut client_message_ids, &mut rejected),
+        None => crate::plan_stage::Applied::default(),
+    };
+    let (quarantined, tagged) = (plan_applied.quarantined.len(), plan_applied.tagged);
 
     // Client retries: a messageId already accepted from this source within the window is not routed again.
     let mut dropped = DropCounts::default();
@@ -486,6 +654,7 @@ async fn ingest(
         dropped.duplicate = digests.len() - events.len();
     }
 
+    events.extend(plan_applied.quarantined);
     if !runtime.global_chain.is_empty() {
         let mut report = SanitizeReport::default();
         events.retain_mut(
@@ -499,6 +668,11 @@ async fn ingest(
         );
     }
     let accepted = events.len();
+    if runtime.config.sessions.enabled {
+        let sessions = &runtime.config.sessions;
+        app.sessions
+            .assign(sessions, &mut events, facts.received_at, request_id);
+    }
     if !events.is_empty() {
         let log = app.log.clone();
         let appended = tokio::task::spawn_blocking(move || log.append(events)).await;
@@ -544,6 +718,8 @@ async fn ingest(
         accepted,
         rejected,
         dropped,
+        quarantined,
+        tagged,
     };
     Ok(json_response(StatusCode::OK, &response))
 }

@@ -18,6 +18,9 @@ pub struct Rejection {
     /// The reason's stable code (a metrics label; not in the response).
     #[serde(skip)]
     pub code: &'static str,
+    /// Tracking-plan violations (schema path and message each), for events the plan rejected.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<switchyard_schemas::plan::Violation>,
 }
 
 /// One decoded message, still to be normalised.
@@ -198,6 +201,7 @@ pub fn normalize_all(decoded: DecodedBody, facts: &RequestFacts<'_>) -> Normaliz
                 index,
                 reason: error.to_string(),
                 code: error.code(),
+                violations: Vec::new(),
             }),
         }
     }

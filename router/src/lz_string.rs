@@ -257,7 +257,10 @@ mod tests {
                 .filter(|c| !c.is_control())
                 .collect(),
         ];
-        samples.push(serde_json::json!({"batch": [{"event": "e", "properties": {"k": "v".repeat(300)}}]}).to_string());
+        samples.push(
+            serde_json::json!({"batch": [{"event": "e", "properties": {"k": "v".repeat(300)}}]})
+                .to_string(),
+        );
         for sample in samples {
             let compressed = lz_str::compress_to_base64(sample.as_str());
             let ours = decompress_base64(&compressed, 1 << 20);
@@ -279,7 +282,10 @@ mod tests {
             decompress_base64(&compressed, 64 * 1024),
             Err(LzError::TooLarge { limit: 64 * 1024 })
         );
-        assert_eq!(decompress_base64(&compressed, 1_000_000).unwrap().len(), 1_000_000);
+        assert_eq!(
+            decompress_base64(&compressed, 1_000_000).unwrap().len(),
+            1_000_000
+        );
         // One unit over the cap is refused; exactly the cap is fine.
         assert!(decompress_base64(&compressed, 999_999).is_err());
     }

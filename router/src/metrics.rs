@@ -67,6 +67,24 @@ pub async fn render(app: &App) -> Result<String, std::fmt::Error> {
         "Ingest requests refused for an unknown or missing write key.",
         vec![(Labels::new(), ingest.unauthorized)],
     ));
+    snapshot.counters.push((
+        "ingest_rate_limited_requests",
+        "Requests refused with 429, by the per-IP or the per-source limit.",
+        vec![
+            (
+                labels(&[("scope", "ip")]),
+                app.stats
+                    .rate_limited_ip
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            (
+                labels(&[("scope", "source")]),
+                app.stats
+                    .rate_limited_source
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        ],
+    ));
     let mut received = Vec::new();
     let mut accepted = Vec::new();
     let mut rejected = Vec::new();

@@ -96,6 +96,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Sta
         ),
         None => None,
     };
+    let tls = match &config.server.tls {
+        Some(settings) => {
+            Some(crate::tls::acceptor(settings).map_err(|e| StartError::Setup(vec![e]))?)
+        }
+        None => None,
+    };
     let app = App::start(config, config_path).await?;
     crate::admin::apply_overrides(&app).await;
     let address = listener
@@ -110,6 +116,17 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Sta
     }
     tracing::info!(%address, "switchyard listening");
     spawn_reload_on_hangup(app.clone());
+    {
+        // Per-IP limiter state for clients that went quiet is dropped now and then, to stay bounded.
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                ticker.tick().await;
+                app.runtime().limiters.forget_idle();
+            }
+        });
+    }
 
     let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
     let admin_task = admin_listener.map(|admin| {
@@ -119,6 +136,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Sta
             app,
             admin,
             crate::http::Role::Admin,
+            tls.clone(),
             async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             },
@@ -129,7 +147,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Sta
     } else {
         crate::http::Role::Both
     };
-    crate::http::serve(app.clone(), listener, role, shutdown_signal()).await;
+    crate::http::serve(app.clone(), listener, role, tls, shutdown_signal()).await;
     stop_sender.send_replace(true);
     if let Some(task) = admin_task {
         let _ = task.await;

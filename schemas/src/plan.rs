@@ -15,7 +15,8 @@
 //! A schema validates the whole event as Segment-spec JSON (the canonical [`Event`] serialised with
 //! its camelCase field names), so `properties`, `traits`, `context` and the top-level fields are all
 //! addressable. The schema of an event is found by its name: `event` for track calls, `name` for page
-//! and screen calls. Other call types (identify, group, alias) and nameless pages and screens are
+//! and screen calls. `properties` and `context` are always present in the validated JSON (empty
+//! objects when the client sent none), and `traits` too for identify and group. Other call types (identify, group, alias) and nameless pages and screens are
 //! checked against `_common.json` only. The version comes from `context.schema_version` (or
 //! `properties.$schema_version`): `2`, `"2"` or `"v2"`; without one the latest version applies.
 
@@ -514,12 +515,7 @@ impl TrackingPlan {
                 return checked;
             }
         };
-        if let Some(properties) = instance
-            .get_mut("properties")
-            .and_then(Value::as_object_mut)
-        {
-            properties.remove(VERSION_PROPERTY);
-        }
+        complete_instance(event.kind, &mut instance);
         if let (Some(name), Some(versions)) = (name, versions) {
             match requested_version(event) {
                 Err((path, message)) => checked.violations.push(Violation {
@@ -585,6 +581,27 @@ impl TrackingPlan {
             }
         }
         changes
+    }
+}
+
+/// Makes the validated JSON regular: `properties` and `context` are always objects (the canonical
+/// event omits empty maps), and `traits` too for identify and group, so nested `required` rules apply;
+/// `properties.$schema_version` is removed (it selects the schema, it is not validated by it).
+fn complete_instance(kind: EventType, instance: &mut Value) {
+    let Some(object) = instance.as_object_mut() else {
+        return;
+    };
+    let mut keys = vec!["properties", "context"];
+    if matches!(kind, EventType::Identify | EventType::Group) {
+        keys.push("traits");
+    }
+    for key in keys {
+        object
+            .entry(key)
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+    if let Some(properties) = object.get_mut("properties").and_then(Value::as_object_mut) {
+        properties.remove(VERSION_PROPERTY);
     }
 }
 

@@ -150,29 +150,33 @@ fn parse_posthog_timestamp(text: &str) -> Option<DateTime<Utc>> {
 /// 4. more than 23 h in the future, or outside years 0-9999: `received`.
 ///
 /// An unreadable `timestamp` string is ignored (PostHog ingests such events at their receive time).
-/// Returns `(timestamp, original client timestamp when the server changed it)`.
+/// Returns `(timestamp, the client's own timestamp when the server corrected or replaced it)`.
 fn event_time(
     timestamp: Option<DateTime<Utc>>,
     offset_ms: i64,
     sent_at: Option<DateTime<Utc>>,
     received: DateTime<Utc>,
 ) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
-    let mut time = match (timestamp, sent_at) {
-        (Some(client), Some(sent)) => received
-            .checked_add_signed(client.signed_duration_since(sent))
-            .unwrap_or(received),
-        (Some(client), None) => client,
-        (None, _) => received,
+    let (mut time, mut original) = match (timestamp, sent_at) {
+        (Some(client), Some(sent)) => (
+            received
+                .checked_add_signed(client.signed_duration_since(sent))
+                .unwrap_or(received),
+            Some(client),
+        ),
+        (Some(client), None) => (client, None),
+        (None, _) => (received, None),
     };
     if offset_ms != 0 {
         time = TimeDelta::try_milliseconds(offset_ms)
             .and_then(|offset| received.checked_sub_signed(offset))
             .unwrap_or(received);
+        original = timestamp;
     }
     if time.signed_duration_since(received) > FUTURE_CUTOFF || !(0..=9999).contains(&time.year()) {
         time = received;
+        original = timestamp;
     }
-    let original = timestamp.filter(|client| *client != time);
     (time, original)
 }
 

@@ -30,6 +30,9 @@ pub enum StageOutcome {
     DropConsent,
     /// Dropped by a per-sink sanitizer.
     DropSanitizer,
+    /// Not meant for this sink: quarantined for another sink (or, for the quarantine sink, not
+    /// quarantined), or a synthetic session event the sink excludes. Counted in `skipped`.
+    Skip,
 }
 
 /// The per-sink stage run on every event in the sink's rollout share.
@@ -47,6 +50,8 @@ pub struct SinkStats {
     pub dropped_rollout: AtomicU64,
     pub dropped_consent: AtomicU64,
     pub dropped_sanitizer: AtomicU64,
+    /// Events not meant for this sink (see [`StageOutcome::Skip`]).
+    pub skipped: AtomicU64,
     /// Failed send attempts (each retry of a batch counts).
     pub failed_attempts: AtomicU64,
     pub batches: AtomicU64,
@@ -72,6 +77,7 @@ impl Default for SinkStats {
             dropped_rollout: AtomicU64::new(0),
             dropped_consent: AtomicU64::new(0),
             dropped_sanitizer: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             retries: AtomicU64::new(0),
@@ -94,6 +100,7 @@ pub struct SinkStatsSnapshot {
     pub dropped_rollout: u64,
     pub dropped_consent: u64,
     pub dropped_sanitizer: u64,
+    pub skipped: u64,
     pub failed_attempts: u64,
     pub batches: u64,
     pub retries: u64,
@@ -113,6 +120,7 @@ impl SinkStats {
             dropped_rollout: load(&self.dropped_rollout),
             dropped_consent: load(&self.dropped_consent),
             dropped_sanitizer: load(&self.dropped_sanitizer),
+            skipped: load(&self.skipped),
             failed_attempts: load(&self.failed_attempts),
             batches: load(&self.batches),
             retries: load(&self.retries),
@@ -379,6 +387,7 @@ impl Runner {
                             SinkStats::add(&self.parts.stats.dropped_sanitizer, 1);
                             self.report_delta.count(event, Outcome::DroppedSanitizer);
                         }
+                        StageOutcome::Skip => SinkStats::add(&self.parts.stats.skipped, 1),
                     }
                     if pending.events.len() >= max_events || pending.bytes >= max_bytes {
                         // Mid-record, only the records before this one are wholly delivered.

@@ -392,11 +392,14 @@ pub struct CommonSinkSettings {
     /// The trusted sink this one is compared with in the reconciliation report (default: the first
     /// live sink at 100%, by name).
     pub compare_with: Option<String>,
+    /// Skip the synthetic `Session Started` / `Session Ended` events of server-side sessions
+    /// (`context.synthetic = true`), e.g. for vendors that compute their own sessions.
+    pub exclude_synthetic: bool,
 }
 
 impl CommonSinkSettings {
     /// The keys of `[sinks.<name>]` that belong to the shared settings, not to the sink type.
-    pub const KEYS: [&'static str; 7] = [
+    pub const KEYS: [&'static str; 8] = [
         "batch",
         "rollout",
         "retry",
@@ -404,6 +407,7 @@ impl CommonSinkSettings {
         "consent",
         "sanitizers",
         "compare_with",
+        "exclude_synthetic",
     ];
 
     /// Problems with the values, as (relative path, message) pairs.

@@ -486,10 +486,10 @@ fn check_posthog(api_key: &str, request: &Received, body: &Value, verdict: &mut 
         verdict.discard(format!("unexpected top-level key `{key}`"));
     }
     if let Some(sent_at) = object.get("sent_at") {
-        if !sent_at
+        let valid = sent_at
             .as_str()
-            .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok())
-        {
+            .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok());
+        if !valid {
             verdict.refuse(
                 400,
                 invalid("sent_at".into()),
@@ -515,7 +515,7 @@ fn check_posthog(api_key: &str, request: &Received, body: &Value, verdict: &mut 
         if properties.is_some_and(|p| !p.is_object()) {
             problems.push("properties is not an object".to_string());
         }
-        if !entry["event"].as_str().is_some_and(|e| !e.is_empty()) {
+        if entry["event"].as_str().unwrap_or_default().is_empty() {
             problems.push("event missing".into());
         }
         let distinct = entry
@@ -525,17 +525,12 @@ fn check_posthog(api_key: &str, request: &Received, body: &Value, verdict: &mut 
             problems.push("distinct_id missing".into());
         }
         if let Some(uuid) = entry.get("uuid") {
-            if !uuid
-                .as_str()
-                .is_some_and(|u| uuid::Uuid::parse_str(u).is_ok())
-            {
+            if uuid::Uuid::parse_str(uuid.as_str().unwrap_or_default()).is_err() {
                 problems.push(format!("uuid {uuid} is not a UUID"));
             }
         }
         if let Some(timestamp) = entry.get("timestamp") {
-            if !timestamp
-                .as_str()
-                .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+            if chrono::DateTime::parse_from_rfc3339(timestamp.as_str().unwrap_or_default()).is_err()
             {
                 problems.push(format!("timestamp {timestamp} is not ISO-8601"));
             }
@@ -588,7 +583,8 @@ fn check_statsig(api_key: &str, request: &Received, body: &Value, verdict: &mut 
     let client_time = request
         .header("statsig-client-time")
         .and_then(|t| t.parse::<i64>().ok());
-    if !client_time.is_some_and(|t| (t - now_ms()).abs() < 86_400_000) {
+    let plausible = client_time.is_some_and(|t| (t - now_ms()).abs() < 86_400_000);
+    if !plausible {
         verdict.refuse(
             400,
             json!({"message": "STATSIG-CLIENT-TIME missing or invalid"}),
@@ -623,7 +619,7 @@ fn check_statsig(api_key: &str, request: &Received, body: &Value, verdict: &mut 
     };
     for (index, event) in events.iter().enumerate() {
         let mut problems = Vec::new();
-        if !event["eventName"].as_str().is_some_and(|n| !n.is_empty()) {
+        if event["eventName"].as_str().unwrap_or_default().is_empty() {
             problems.push("eventName missing".to_string());
         }
         let user = &event["user"];
@@ -641,7 +637,7 @@ fn check_statsig(api_key: &str, request: &Received, body: &Value, verdict: &mut 
         if user.get("customIDs").is_some() && !has_custom {
             problems.push("customIDs must map names to non-empty strings".into());
         }
-        if !event["time"].as_i64().is_some_and(|t| t > 0) {
+        if event["time"].as_i64().unwrap_or_default() <= 0 {
             problems.push(format!("time {} is not ms since the epoch", event["time"]));
         }
         if let Some(value) = event.get("value") {
@@ -818,7 +814,7 @@ fn check_ga4(
     ) {
         verdict.discard(format!("unknown top-level key `{key}`"));
     }
-    if !object["client_id"].as_str().is_some_and(|c| !c.is_empty()) {
+    if object["client_id"].as_str().unwrap_or_default().is_empty() {
         verdict.discard("client_id missing".into());
     }
     if let Some(user_id) = object.get("user_id") {

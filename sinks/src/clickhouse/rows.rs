@@ -209,7 +209,7 @@ pub fn datetime_parts(time: &DateTime<Utc>) -> (u32, u16, bool) {
     match u32::try_from(seconds) {
         Ok(seconds) => (
             seconds,
-            (time.timestamp_subsec_millis().min(999) as u16) / 10 * 10,
+            time.timestamp_subsec_millis().min(999) as u16,
             false,
         ),
         Err(_) if seconds < 0 => (0, 0, true),
