@@ -392,3 +392,34 @@ async fn h2c_prior_knowledge_is_served() {
     let events = wait_for_events(&dir.path().join("primary"), 1, Duration::from_secs(10)).await;
     assert_eq!(events[0]["event"], "Over H2");
 }
+
+#[tokio::test]
+async fn rollout_cli_reads_and_moves_the_dial() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Switchyard::start(dir.path(), CONFIG);
+    let run = |args: &[&str]| {
+        let output = Command::new(binary())
+            .args(args)
+            .args(["--url", &server.base_url])
+            .env("SWITCHYARD_ADMIN_TOKEN", ADMIN_TOKEN)
+            .output()
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).to_string(), String::from_utf8_lossy(&output.stderr).to_string())
+    };
+    let (ok, out, err) = run(&["rollout", "set", "canary", "12.5", "--mode", "shadow"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"percent\": 12.5"), "{out}");
+    let (ok, table, _) = run(&["rollout", "status"]);
+    assert!(ok);
+    let canary = table.lines().find(|l| l.starts_with("canary")).unwrap();
+    assert!(canary.contains("12.50") && canary.contains("shadow") && canary.contains("closed"), "{table}");
+    let (ok, _, err) = run(&["rollout", "set", "canary", "150"]);
+    assert!(!ok);
+    assert!(err.contains("HTTP 400"), "{err}");
+    let output = Command::new(binary())
+        .args(["rollout", "status", "--url", &server.base_url, "--token", "wrong-token-wrong-token"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("HTTP 401"));
+}
