@@ -56,7 +56,9 @@ fn full_contract_example_parses() {
     })
     .unwrap();
     let local = &config.sinks["local"];
-    let SinkKind::File(file) = &local.kind;
+    let SinkKind::File(file) = &local.kind else {
+        panic!("expected a file sink, got {}", local.kind.type_name())
+    };
     assert_eq!(file.path, std::path::PathBuf::from("/var/lib/sy/events"));
     assert_eq!(local.common.rollout.mode, RolloutMode::Shadow);
     assert_eq!(local.common.rollout.by, RolloutKey::MessageId);

@@ -366,3 +366,33 @@ async fn kill_9_loses_nothing_that_was_accepted() {
     assert_eq!(events.len(), sent, "no duplicates either");
     drop(restarted);
 }
+
+#[tokio::test]
+async fn run_without_config_uses_the_embedded_default() {
+    // The built-in default listens on 127.0.0.1:8080 and writes under ./switchyard-data.
+    if std::net::TcpListener::bind("127.0.0.1:8080").is_err() {
+        panic!("port 8080 is taken on this machine; the default-config test needs it free");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(binary())
+        .arg("run")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let first = std::io::BufRead::lines(std::io::BufReader::new(stdout)).next().unwrap().unwrap();
+    assert_eq!(first, "switchyard listening on http://127.0.0.1:8080");
+    let response = client()
+        .post("http://127.0.0.1:8080/v1/track")
+        .json(&json!({"event": "Default", "userId": "u", "properties": {"contact": "ada@example.com"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let events = wait_for_events(&dir.path().join("switchyard-data/events"), 1, Duration::from_secs(10)).await;
+    assert_eq!(events[0]["properties"]["contact"], "[REDACTED:email]", "the default chain masks PII");
+    let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
