@@ -18,6 +18,10 @@ if ! command -v clickhouse-server >/dev/null 2>&1 && [ ! -x /usr/sbin/clickhouse
 fi
 dpkg-query -W clickhouse-server 2>/dev/null || command -v clickhouse || true
 
+echo "== SDK test dependencies (tests/sdk: the real Segment, RudderStack and PostHog SDKs, pinned)"
+node --version
+if [ ! -d tests/sdk/node_modules ]; then (cd tests/sdk && npm ci --no-audit --no-fund); fi
+
 echo "== format"
 cargo fmt --all -- --check
 
@@ -26,3 +30,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== tests"
 cargo test --workspace 2>&1 | tee target/test-output.log
+
+# Fuzzing is off by default (CI time is limited): FUZZ_SECONDS=60 ./scripts/test.sh runs every
+# cargo-fuzz target for that many seconds after the tests.
+if [ -n "${FUZZ_SECONDS:-}" ]; then
+    echo "== fuzz (${FUZZ_SECONDS}s per target)"
+    ./scripts/fuzz.sh "$FUZZ_SECONDS"
+fi

@@ -189,7 +189,7 @@ colour = "red"
         assert!(
             found
                 .iter()
-                .any(|p| p.starts_with("tracking_plan: unknown field `colour`")),
+                .any(|p| p.starts_with("tracking_plan.colour: unknown field")),
             "{found:?}"
         );
         let found = problems(&format!(

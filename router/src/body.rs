@@ -4,7 +4,7 @@
 use std::io::Read;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::http::ApiError;
@@ -28,24 +28,37 @@ pub async fn read_limited_within(
     }
 }
 
-/// Reads at most `max_bytes` of the body; more is a 413.
-pub async fn read_limited(body: Incoming, max_bytes: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, max_bytes).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) => {
-            if error
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(too_large(max_bytes))
-            } else {
-                Err(ApiError::bad_request(
-                    "body_read_failed",
-                    format!("could not read the request body: {error}"),
-                ))
+/// After the limit is passed, up to this many more bytes are read and thrown away before the 413, so
+/// a client still sending its (moderately) oversized body reads the answer instead of a reset.
+pub const DRAIN_AFTER_LIMIT: usize = 8 * 1024 * 1024;
+
+/// Reads at most `max_bytes` of the body; more is a 413. Bytes past the limit are never buffered.
+pub async fn read_limited(mut body: Incoming, max_bytes: usize) -> Result<Bytes, ApiError> {
+    let mut buffer = bytes::BytesMut::new();
+    let mut drained: Option<usize> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            ApiError::bad_request("body_read_failed", format!("could not read the request body: {error}"))
+        })?;
+        let Ok(data) = frame.into_data() else { continue };
+        match drained.as_mut() {
+            Some(count) => {
+                *count += data.len();
+                if *count > DRAIN_AFTER_LIMIT {
+                    break;
+                }
             }
+            None if buffer.len() + data.len() > max_bytes => {
+                drained = Some(buffer.len() + data.len());
+                buffer = bytes::BytesMut::new();
+            }
+            None => buffer.extend_from_slice(&data),
         }
     }
+    if drained.is_some() {
+        return Err(too_large(max_bytes));
+    }
+    Ok(buffer.freeze())
 }
 
 fn too_large(max_bytes: usize) -> ApiError {

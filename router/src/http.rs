@@ -465,7 +465,9 @@ async fn ingest(
             .to_str()
             .ok()
             .and_then(|l| l.parse::<usize>().ok())
-            .is_some_and(|l| l > server.max_body_bytes)
+            // Moderately oversized bodies are read and dropped so the client sees the 413 (see
+            // body::read_limited); a declared size far over the limit is refused at once.
+            .is_some_and(|l| l > server.max_body_bytes + crate::body::DRAIN_AFTER_LIMIT)
         {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -27,7 +27,7 @@ pub struct Rejection {
 #[derive(Debug)]
 pub enum Message {
     /// A Segment-spec message (`/v1/...`).
-    Segment(InboundMessage),
+    Segment(Box<InboundMessage>),
     /// A PostHog capture event (`/batch/`, `/i/v0/e/`, ...): its fields as sent.
     Posthog(JsonMap),
 }
@@ -102,7 +102,7 @@ pub fn decode_body(
             write_key,
             batch_sent_at: None,
             batch_context: None,
-            messages: vec![message.map(Message::Segment)],
+            messages: vec![message.map(|m| Message::Segment(Box::new(m)))],
             trust_ip_property: false,
         });
     }
@@ -133,7 +133,7 @@ pub fn decode_body(
     let messages = envelope
         .batch
         .iter()
-        .map(|raw| decode_message(raw, max_event_bytes).map(Message::Segment))
+        .map(|raw| decode_message(raw, max_event_bytes).map(|m| Message::Segment(Box::new(m))))
         .collect();
     Ok(DecodedBody {
         write_key: envelope.write_key,
@@ -189,7 +189,7 @@ pub fn normalize_all(decoded: DecodedBody, facts: &RequestFacts<'_>) -> Normaliz
     for (index, message) in decoded.messages.into_iter().enumerate() {
         let client_id = message.as_ref().is_ok_and(Message::has_client_id);
         let normalized = message.and_then(|message| match message {
-            Message::Segment(message) => normalize_message(message, &defaults),
+            Message::Segment(message) => normalize_message(*message, &defaults),
             Message::Posthog(fields) => normalize_capture_event(fields, &capture_defaults),
         });
         match normalized {

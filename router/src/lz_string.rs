@@ -291,6 +291,46 @@ mod tests {
     }
 
     #[test]
+    fn entries_defined_by_their_own_code_grow_by_one() {
+        // A hand-made stream: literal 'a', then 60 codes that each name the entry being defined
+        // (w + w[0]): the output is 1 + 2 + ... + 61 'a's.
+        let mut bits = Vec::new();
+        let mut write = |count: u32, value: usize| {
+            for shift in 0..count {
+                bits.push(value >> shift & 1 == 1);
+            }
+        };
+        write(2, 0);
+        write(8, usize::from(b'a'));
+        let (mut size, mut num_bits, mut enlarge_in) = (4usize, 3u32, 4usize);
+        for _ in 0..60 {
+            write(num_bits, size);
+            size += 1;
+            enlarge_in -= 1;
+            if enlarge_in == 0 {
+                enlarge_in = 1 << num_bits;
+                num_bits += 1;
+            }
+        }
+        write(num_bits, 2);
+        let text: String = bits
+            .chunks(6)
+            .map(|chunk| {
+                let value = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0usize, |acc, (i, bit)| acc | (usize::from(*bit) << (5 - i)));
+                char::from(ALPHABET[value])
+            })
+            .collect();
+        let expected = "a".repeat((1..=61).sum());
+        assert_eq!(decompress_base64(&text, 1 << 20).unwrap(), expected);
+        let reference = lz_str::decompress_from_base64(&text).expect("lz-str reads it too");
+        assert_eq!(String::from_utf16(&reference).unwrap(), expected);
+        assert!(decompress_base64(&text, 1000).is_err(), "1891 units > 1000");
+    }
+
+    #[test]
     fn cap_counts_utf8_bytes_not_units() {
         let text = "é".repeat(100); // 100 units, 200 bytes
         let compressed = lz_str::compress_to_base64(text.as_str());
@@ -301,10 +341,24 @@ mod tests {
     #[test]
     fn broken_payloads_are_errors_not_panics() {
         assert_eq!(decompress_base64("", 100), Err(LzError::Empty));
-        // Cut in the middle: the end marker never arrives.
-        let compressed = lz_str::compress_to_base64("hello hello hello world, hello again");
-        let cut = &compressed[..compressed.len() / 2];
-        assert_eq!(decompress_base64(cut, 1000), Err(LzError::Truncated));
+        // Cut short: lz-string 1.5.0 decodes some prefixes to a prefix of the text (the bits left
+        // happen to read as the end marker) and the rest to "" (here: an error). Every cut of this
+        // payload (its compressToBase64("hello hello hello world, hello again")), checked against
+        // what the JavaScript library returns for it.
+        let compressed = "BYUwNmD2AEoTcrQO6QE5gCYBpbiQIYDmBAlgHZA=";
+        for cut in 1..compressed.len() {
+            let expected = match cut {
+                20 => Ok("hello hello hello wor"),
+                27 => Ok("hello hello hello world, hel"),
+                38.. => Ok("hello hello hello world, hello again"),
+                _ => Err(LzError::Truncated),
+            };
+            assert_eq!(
+                decompress_base64(&compressed[..cut], 1000).as_deref(),
+                expected.as_ref().copied(),
+                "cut at {cut}"
+            );
+        }
         // Header value 3 does not exist.
         assert_eq!(decompress_base64("w", 100), Err(LzError::BadHeader));
         // A back-reference past the dictionary.

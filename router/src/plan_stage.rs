@@ -213,13 +213,14 @@ impl PlanStage {
         self.per_source.get(source).copied().unwrap_or(self.default)
     }
 
-    /// Checks one event and decides its fate by its source's modes.
-    pub fn decide(&self, event: &Event) -> Decision {
+    /// Checks one event and decides its fate by its source's modes (the event is lent to the
+    /// validator and comes back unchanged).
+    pub fn decide(&self, event: &mut Event) -> Decision {
         let modes = self.modes(&event.source);
         if !modes.enabled {
             return Decision::Pass;
         }
-        let checked = self.plan.check(event);
+        let checked = self.plan.check_in_place(event);
         decide_checked(event, &checked, modes, self.quarantine_sink.is_some())
     }
 
@@ -244,7 +245,7 @@ impl PlanStage {
         for mut event in events.drain(..) {
             let index = indexes.next().unwrap_or(total);
             let client_id = ids.next().unwrap_or(false);
-            match self.decide(&event) {
+            match self.decide(&mut event) {
                 Decision::Pass => {
                     kept.push(event);
                     kept_ids.push(client_id);
@@ -431,7 +432,7 @@ pub fn prepare_replay(
             continue;
         }
         strip_server_keys(std::slice::from_mut(&mut event));
-        let decision = stage.map_or(Decision::Pass, |stage| stage.decide(&event));
+        let decision = stage.map_or(Decision::Pass, |stage| stage.decide(&mut event));
         match decision {
             Decision::Pass => events.push(event),
             Decision::Tag(violations) => {

@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use chrono::{DateTime, Datelike, Utc};
@@ -180,7 +181,7 @@ fn looks_like_form(payload: &[u8]) -> bool {
 fn looks_like_base64(payload: &[u8]) -> bool {
     let text = payload.trim_ascii();
     !text.is_empty()
-        && text.len() % 4 == 0
+        && text.len().is_multiple_of(4)
         && text
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
@@ -219,13 +220,24 @@ fn parse_form(payload: &[u8]) -> (Option<String>, Option<Compression>) {
     (data, compression)
 }
 
-/// Peels every encoding layer off a capture payload and returns the JSON text.
+/// The JSON text of a capture request, with every encoding layer peeled off, and the `_` query
+/// parameter (`sent_at` in ms) that goes with it.
+#[derive(Debug)]
+pub struct CapturePayload {
+    pub json: Vec<u8>,
+    pub query_sent_at: Option<DateTime<Utc>>,
+}
+
+/// Peels every encoding layer off a capture payload.
 pub fn decode_payload(
     request: &CaptureRequest<'_>,
     limits: &CaptureLimits,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<CapturePayload, ApiError> {
     let query = Query::parse(request.query);
-    decode_layers(request, &query, limits)
+    Ok(CapturePayload {
+        json: decode_layers(request, &query, limits)?,
+        query_sent_at: query.sent_at,
+    })
 }
 
 fn decode_layers(
@@ -273,7 +285,9 @@ fn decode_layers(
         if is_json_start(&payload) {
             return Ok(payload);
         }
-        if !form_seen && (is_form_type(request.content_type) || looks_like_form(&payload)) {
+        let form_like = looks_like_form(&payload)
+            || (is_form_type(request.content_type) && !looks_like_base64(&payload));
+        if !form_seen && form_like {
             form_seen = true;
             let (data, form_hint) = parse_form(&payload);
             if query.compression.is_none() {
@@ -381,10 +395,10 @@ fn optional_string(raw: Option<&RawValue>, field: &str) -> Result<Option<String>
 
 /// Parses the JSON of a capture request: one event, a bare array of events, or a batch object.
 pub fn parse_events(
-    json: &[u8],
-    query_sent_at: Option<DateTime<Utc>>,
+    payload: &CapturePayload,
     max_event_bytes: usize,
 ) -> Result<DecodedCapture, ApiError> {
+    let json = &payload.json;
     let text = std::str::from_utf8(json).map_err(|error| {
         ApiError::bad_request(
             "malformed_json",
@@ -444,7 +458,7 @@ pub fn parse_events(
     };
     Ok(DecodedCapture {
         token,
-        sent_at: sent_at.or(query_sent_at),
+        sent_at: sent_at.or(payload.query_sent_at),
         events,
     })
 }
@@ -454,9 +468,7 @@ pub fn decode_capture(
     request: &CaptureRequest<'_>,
     limits: &CaptureLimits,
 ) -> Result<DecodedCapture, ApiError> {
-    let query = Query::parse(request.query);
-    let json = decode_layers(request, &query, limits)?;
-    parse_events(&json, query.sent_at, limits.max_event_bytes)
+    parse_events(&decode_payload(request, limits)?, limits.max_event_bytes)
 }
 
 /// Handles one capture request: read within limits, decode, authenticate by project token, then the
@@ -486,10 +498,15 @@ pub async fn ingest(
             ),
         ));
     }
-    let raw = crate::body::read_limited(body, limits.max_body_bytes).await?;
+    let raw = crate::body::read_limited_within(
+        body,
+        limits.max_body_bytes,
+        Duration::from_secs(runtime.config.server.body_read_timeout_secs),
+    )
+    .await?;
     let header =
         |name: hyper::header::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let decoded = decode_capture(
+    let payload = decode_payload(
         &CaptureRequest {
             query: parts.uri.query(),
             content_type: header(CONTENT_TYPE),
@@ -498,6 +515,8 @@ pub async fn ingest(
         },
         &limits,
     )?;
+    crate::http::check_nesting(&payload.json, &runtime.config.limits)?;
+    let decoded = parse_events(&payload, limits.max_event_bytes)?;
     let Some(source) = runtime.authenticate_posthog(decoded.token.as_deref()) else {
         app.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::unauthorized(

@@ -515,6 +515,12 @@ impl Sessions {
         self.tracker().sweep(&SessionSettings::from(config), now)
     }
 
+    /// Whether there is anything to save: sessions are on, some are open, or an older file would
+    /// otherwise stay behind.
+    fn has_state(&self, enabled: bool) -> bool {
+        enabled || self.open_count() > 0 || self.path.exists()
+    }
+
     /// Writes the open sessions to `<data_dir>/sessions.json` (temp file + rename); returns how many.
     pub fn persist(&self) -> std::io::Result<usize> {
         let sessions = self.tracker().open.clone();
@@ -573,7 +579,7 @@ impl Sessions {
                 }
                 app.sessions.append(&app, ended).await;
                 let interval = Duration::from_secs(config.persist_interval_secs.max(1));
-                if last_persist.elapsed() >= interval {
+                if last_persist.elapsed() >= interval && app.sessions.has_state(config.enabled) {
                     last_persist = tokio::time::Instant::now();
                     if let Err(error) = app.sessions.persist() {
                         tracing::error!(%error, "cannot save the open sessions");
@@ -591,6 +597,9 @@ impl Sessions {
             task.abort();
         }
         self.append(app, Vec::new()).await;
+        if !self.has_state(app.runtime().config.sessions.enabled) {
+            return;
+        }
         match self.persist() {
             Ok(count) => tracing::info!(sessions = count, "open sessions saved"),
             Err(error) => tracing::error!(%error, "cannot save the open sessions"),

@@ -492,30 +492,19 @@ impl TrackingPlan {
 
     /// Checks an event: its event schema (by name and version) and `_common.json`.
     pub fn check(&self, event: &Event) -> Checked {
+        let mut copy = event.clone();
+        self.check_in_place(&mut copy)
+    }
+
+    /// [`TrackingPlan::check`] without copying the event's maps: `properties`, `traits`, `context`
+    /// and `integrations` are moved into the validated JSON and back, so only the small top-level
+    /// fields are serialised. The event is unchanged afterwards.
+    pub fn check_in_place(&self, event: &mut Event) -> Checked {
+        let mut checked = Checked::default();
+        let mut schema = None;
         let name = lookup_name(event);
         let versions = name.and_then(|name| self.events.get(name));
-        let mut checked = Checked {
-            schema: None,
-            unknown: name.is_some() && versions.is_none(),
-            violations: Vec::new(),
-        };
-        if versions.is_none() && self.common.is_none() {
-            return checked;
-        }
-        let mut instance = match serde_json::to_value(event) {
-            Ok(instance) => instance,
-            Err(error) => {
-                checked.violations.push(Violation {
-                    schema: String::new(),
-                    instance_path: String::new(),
-                    schema_path: String::new(),
-                    keyword: "serialize".into(),
-                    message: format!("the event cannot be serialised for validation: {error}"),
-                });
-                return checked;
-            }
-        };
-        complete_instance(event.kind, &mut instance);
+        checked.unknown = name.is_some() && versions.is_none();
         if let (Some(name), Some(versions)) = (name, versions) {
             match requested_version(event) {
                 Err((path, message)) => checked.violations.push(Violation {
@@ -533,7 +522,7 @@ impl TrackingPlan {
                     match found {
                         Some((version, compiled)) => {
                             checked.schema = Some((name.to_string(), *version));
-                            collect(compiled, &instance, &mut checked.violations);
+                            schema = Some(compiled);
                         }
                         None => checked.violations.push(Violation {
                             schema: format!("{name}/"),
@@ -554,9 +543,29 @@ impl TrackingPlan {
                 }
             }
         }
+        if schema.is_none() && self.common.is_none() {
+            return checked;
+        }
+        let (instance, selector) = match take_instance(event) {
+            Ok(taken) => taken,
+            Err(error) => {
+                checked.violations.push(Violation {
+                    schema: String::new(),
+                    instance_path: String::new(),
+                    schema_path: String::new(),
+                    keyword: "serialize".into(),
+                    message: format!("the event cannot be serialised for validation: {error}"),
+                });
+                return checked;
+            }
+        };
+        if let Some(compiled) = schema {
+            collect(compiled, &instance, &mut checked.violations);
+        }
         if let Some(common) = &self.common {
             collect(common, &instance, &mut checked.violations);
         }
+        restore_instance(event, instance, selector);
         checked
     }
 
@@ -584,24 +593,55 @@ impl TrackingPlan {
     }
 }
 
-/// Makes the validated JSON regular: `properties` and `context` are always objects (the canonical
-/// event omits empty maps), and `traits` too for identify and group, so nested `required` rules apply;
-/// `properties.$schema_version` is removed (it selects the schema, it is not validated by it).
-fn complete_instance(kind: EventType, instance: &mut Value) {
-    let Some(object) = instance.as_object_mut() else {
+/// Builds the validated JSON from the event, moving its maps in (see [`restore_instance`]). The JSON
+/// is regular: `properties` and `context` are always objects (the canonical event omits empty maps),
+/// and `traits` too for identify and group, so nested `required` rules apply. The version selector
+/// `properties.$schema_version` is taken out (it selects the schema, it is not validated by it) and
+/// returned to be put back.
+fn take_instance(event: &mut Event) -> Result<(Value, Option<Value>), serde_json::Error> {
+    let mut properties = std::mem::take(&mut event.properties);
+    let traits = std::mem::take(&mut event.traits);
+    let context = std::mem::take(&mut event.context);
+    let integrations = std::mem::take(&mut event.integrations);
+    let mut instance = match serde_json::to_value(&*event) {
+        Ok(instance) => instance,
+        Err(error) => {
+            event.properties = properties;
+            event.traits = traits;
+            event.context = context;
+            event.integrations = integrations;
+            return Err(error);
+        }
+    };
+    let selector = properties.remove(VERSION_PROPERTY);
+    if let Some(object) = instance.as_object_mut() {
+        object.insert("properties".into(), Value::Object(properties));
+        object.insert("context".into(), Value::Object(context));
+        if !traits.is_empty() || matches!(event.kind, EventType::Identify | EventType::Group) {
+            object.insert("traits".into(), Value::Object(traits));
+        }
+        if !integrations.is_empty() {
+            object.insert("integrations".into(), Value::Object(integrations));
+        }
+    }
+    Ok((instance, selector))
+}
+
+/// Moves the maps back from the validated JSON into the event.
+fn restore_instance(event: &mut Event, instance: Value, selector: Option<Value>) {
+    let Value::Object(mut object) = instance else {
         return;
     };
-    let mut keys = vec!["properties", "context"];
-    if matches!(kind, EventType::Identify | EventType::Group) {
-        keys.push("traits");
-    }
-    for key in keys {
-        object
-            .entry(key)
-            .or_insert_with(|| Value::Object(Map::new()));
-    }
-    if let Some(properties) = object.get_mut("properties").and_then(Value::as_object_mut) {
-        properties.remove(VERSION_PROPERTY);
+    let mut take = |key: &str| match object.remove(key) {
+        Some(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    event.properties = take("properties");
+    event.traits = take("traits");
+    event.context = take("context");
+    event.integrations = take("integrations");
+    if let Some(selector) = selector {
+        event.properties.insert(VERSION_PROPERTY.into(), selector);
     }
 }
 
@@ -929,7 +969,7 @@ fn compare_at(old: &Value, new: &Value, path: &str, out: &mut Vec<SchemaChange>)
         "minProperties",
     ] {
         if let Some(new_bound) = number(new_map, key) {
-            let tightened = number(old_map, key).map_or(true, |old_bound| new_bound > old_bound);
+            let tightened = number(old_map, key).is_none_or(|old_bound| new_bound > old_bound);
             if tightened {
                 push(
                     out,
@@ -948,7 +988,7 @@ fn compare_at(old: &Value, new: &Value, path: &str, out: &mut Vec<SchemaChange>)
         "maxProperties",
     ] {
         if let Some(new_bound) = number(new_map, key) {
-            let tightened = number(old_map, key).map_or(true, |old_bound| new_bound < old_bound);
+            let tightened = number(old_map, key).is_none_or(|old_bound| new_bound < old_bound);
             if tightened {
                 push(
                     out,

@@ -404,7 +404,11 @@ async fn rollout_cli_reads_and_moves_the_dial() {
             .env("SWITCHYARD_ADMIN_TOKEN", ADMIN_TOKEN)
             .output()
             .unwrap();
-        (output.status.success(), String::from_utf8_lossy(&output.stdout).to_string(), String::from_utf8_lossy(&output.stderr).to_string())
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
     };
     let (ok, out, err) = run(&["rollout", "set", "canary", "12.5", "--mode", "shadow"]);
     assert!(ok, "{err}");
@@ -412,12 +416,22 @@ async fn rollout_cli_reads_and_moves_the_dial() {
     let (ok, table, _) = run(&["rollout", "status"]);
     assert!(ok);
     let canary = table.lines().find(|l| l.starts_with("canary")).unwrap();
-    assert!(canary.contains("12.50") && canary.contains("shadow") && canary.contains("closed"), "{table}");
+    assert!(
+        canary.contains("12.50") && canary.contains("shadow") && canary.contains("closed"),
+        "{table}"
+    );
     let (ok, _, err) = run(&["rollout", "set", "canary", "150"]);
     assert!(!ok);
     assert!(err.contains("HTTP 400"), "{err}");
     let output = Command::new(binary())
-        .args(["rollout", "status", "--url", &server.base_url, "--token", "wrong-token-wrong-token"])
+        .args([
+            "rollout",
+            "status",
+            "--url",
+            &server.base_url,
+            "--token",
+            "wrong-token-wrong-token",
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success());

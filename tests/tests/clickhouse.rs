@@ -54,14 +54,14 @@ fn varied_message(i: usize) -> Value {
         "library": {"name": library, "version": format!("4.{}.0", i % 5)},
         "page": {"path": format!("/p/{}", i % 40), "url": format!("https://shop.test/p/{}?q=a%20b", i % 40), "referrer": "https://search.test/?q=x"},
         "locale": locale,
-        "sessionId": if i % 2 == 0 { json!(format!("s-{}", i % 500)) } else { json!(i % 500) },
+        "sessionId": if i.is_multiple_of(2) { json!(format!("s-{}", i % 500)) } else { json!(i % 500) },
         "campaign": {"name": "spring", "source": "newsletter"}
     });
     let mut message = match i % 6 {
         0 => {
             json!({"type": "track", "event": event_name,
                     "properties": {"total": i as f64 * 0.1, "count": i, "negative": -(i as i64), "big": 9_007_199_254_740_993u64,
-                                   "ok": i % 2 == 0, "none": null, "text": "tab\there\nnew line \"quoted\" back\\slash 日本",
+                                   "ok": i.is_multiple_of(2), "none": null, "text": "tab\there\nnew line \"quoted\" back\\slash 日本",
                                    "items": [{"sku": format!("A-{i}"), "qty": 2, "tags": ["x", "y"]}], "nested": {"a": {"b": {"c": [1, 2.5, "three"]}}}}})
         }
         1 => {
@@ -77,32 +77,32 @@ fn varied_message(i: usize) -> Value {
         _ => json!({"type": "alias", "previousId": format!("anon-{}", i % 400)}),
     };
     let object = message.as_object_mut().expect("object");
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         object.insert("anonymousId".into(), json!(format!("anon-{}", i % 400)));
-    } else if i % 31 == 0 {
+    } else if i.is_multiple_of(31) {
         object.insert("userId".into(), json!(100_000 + i % 150));
     } else {
         object.insert("userId".into(), json!(format!("user-{}", i % 150)));
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             object.insert("anonymousId".into(), json!(format!("anon-{}", i % 400)));
         }
     }
-    if i % 50 != 0 {
+    if !i.is_multiple_of(50) {
         object.insert("messageId".into(), json!(format!("m-{i}")));
     }
-    if i % 9 != 0 {
+    if !i.is_multiple_of(9) {
         object.insert("timestamp".into(), json!(time));
     }
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         object.insert("sentAt".into(), json!(time));
     }
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         object.insert(
             "integrations".into(),
             json!({"All": false, "Mixpanel": true}),
         );
     }
-    if i % 11 != 0 {
+    if !i.is_multiple_of(11) {
         object.insert("context".into(), context);
     }
     message

@@ -374,15 +374,28 @@ async fn run_without_config_uses_the_embedded_default() {
         panic!("port 8080 is taken on this machine; the default-config test needs it free");
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(binary())
-        .arg("run")
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
+    /// Kills the child however the test ends, so no orphan keeps port 8080.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        std::process::Command::new(binary())
+            .arg("run")
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let first = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .next()
+        .unwrap()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let first = std::io::BufRead::lines(std::io::BufReader::new(stdout)).next().unwrap().unwrap();
     assert_eq!(first, "switchyard listening on http://127.0.0.1:8080");
     let response = client()
         .post("http://127.0.0.1:8080/v1/track")
@@ -391,8 +404,15 @@ async fn run_without_config_uses_the_embedded_default() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let events = wait_for_events(&dir.path().join("switchyard-data/events"), 1, Duration::from_secs(10)).await;
-    assert_eq!(events[0]["properties"]["contact"], "[REDACTED:email]", "the default chain masks PII");
-    let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
-    let _ = child.wait();
+    let events = wait_for_events(
+        &dir.path().join("switchyard-data/events"),
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        events[0]["properties"]["contact"], "[REDACTED:email]",
+        "the default chain masks PII"
+    );
+    drop(child);
 }

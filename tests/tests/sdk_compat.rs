@@ -298,10 +298,7 @@ async fn posthog_node_every_call_lands_as_canonical_events() {
             properties["$lib_version"]
         );
         // Timestamps: skew-corrected with posthog-node's sent_at, the client's time kept.
-        assert_eq!(
-            event["sentAt"].as_str().map(time),
-            Some(time(&json!(sent_at)))
-        );
+        assert_eq!(time(&event["sentAt"]), time(&json!(sent_at)), "{event}");
         assert_client_time(event, entry["timestamp"].as_str().unwrap());
         // Ids by PostHog's rules: server-side distinct ids are identified users, unless personless.
         let distinct = entry["distinct_id"].as_str().unwrap();

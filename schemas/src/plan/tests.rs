@@ -209,6 +209,23 @@ fn bad_versions_unknown_events_and_common_rules() {
 }
 
 #[test]
+fn checking_in_place_leaves_the_event_as_it_was() {
+    let (_dir, plan) = web_plan();
+    let mut original = viewed(
+        json!({"product_id": "p1", "price": "bad", "$schema_version": "v2", "z": 1}),
+        json!({"app": {"name": "shop"}, "locale": "de"}),
+    );
+    original.traits.insert("plan".into(), json!("pro"));
+    original.integrations.insert("All".into(), json!(false));
+    let mut event = original.clone();
+    let in_place = plan.check_in_place(&mut event);
+    assert_eq!(event, original);
+    assert_eq!(in_place, plan.check(&original));
+    assert_eq!(in_place.schema, Some(("Product Viewed".to_string(), 2)));
+    assert!(!in_place.is_valid());
+}
+
+#[test]
 fn violations_are_capped() {
     let dir = tempfile::tempdir().unwrap();
     let properties: Map<String, Value> = (0..30)

@@ -154,7 +154,7 @@ async fn a_batch_sent_twice_is_one_row_under_final_and_rollups_count_it() {
         500
     );
     assert_eq!(
-        count("SELECT count() FROM sink_resend.events WHERE page_path = '/checkout' AND library_name = 'analytics-node' AND locale = 'en-GB' AND session_id = 's-7' AND person_id = 'user-7'").await,
+        count("SELECT count() FROM sink_resend.events FINAL WHERE page_path = '/checkout' AND library_name = 'analytics-node' AND locale = 'en-GB' AND session_id = 's-7' AND person_id = 'user-7'").await,
         1
     );
     let properties = client()
@@ -237,7 +237,8 @@ async fn start_names_the_url_when_the_server_is_unreachable_or_refuses_the_user(
     sink.health().await.unwrap();
 }
 
-/// Rows per second of the sink alone, and of `clickhouse-client` inserting the same rows as TSV.
+/// Rows per second of the sink alone, against the same rows as TSV posted over HTTP at the same
+/// batch sizes into an identical table (same rollups), and `clickhouse-client` in one stream.
 #[tokio::test]
 #[ignore = "benchmark: run with --release -- --ignored --nocapture"]
 async fn clickhouse_insert_benchmark() {
@@ -245,54 +246,104 @@ async fn clickhouse_insert_benchmark() {
     let all = events(TOTAL, "bench");
     let sink = ClickhouseSink::new("bench", config("sink_bench")).unwrap();
     sink.start().await.unwrap();
+    let mut copy = config("sink_bench");
+    copy.table = "tsv_events".to_string();
+    ClickhouseSink::new("bench_tsv", copy)
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
     let prepared = sink.prepared().unwrap();
     println!(
         "server {} (layout {}), {TOTAL} rows per run",
         prepared.version,
         prepared.layout.name()
     );
-    for batch_size in [1_000usize, 10_000, 100_000] {
-        run("TRUNCATE TABLE sink_bench.events").await;
-        let started = Instant::now();
-        for batch in all.chunks(batch_size) {
-            sink.send(batch).await.unwrap();
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        assert_eq!(
-            count("SELECT count() FROM sink_bench.events").await,
-            TOTAL as u64
-        );
-        println!(
-            "sink: batch {batch_size:>6}: {:>9.0} rows/s ({elapsed:.2} s)",
-            TOTAL as f64 / elapsed
-        );
-    }
 
-    // The same rows as TSV, exported by the server, inserted by clickhouse-client in one stream.
+    // The sink's own CPU cost per row: building the rows (JSON text of the maps, lifted fields,
+    // timestamps), without RowBinary encoding, compression or the network.
+    let started = Instant::now();
+    let mut json_bytes = 0usize;
+    for event in &all {
+        let (row, _) = ModernRow::of(event);
+        json_bytes += row.properties.len() + row.context.len();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "building rows only: {:>9.0} rows/s ({elapsed:.2} s, {} MB of JSON text)",
+        TOTAL as f64 / elapsed,
+        json_bytes / 1_000_000
+    );
+
+    // The rows as TSV, written by the server from what the sink inserted.
+    for batch in all.chunks(100_000) {
+        sink.send(batch).await.unwrap();
+    }
     let columns = client()
         .query("SELECT name FROM system.columns WHERE database = 'sink_bench' AND table = 'events' AND default_kind = ''")
         .fetch_all::<String>()
         .await
         .unwrap()
         .join(", ");
-    let bytes = client()
+    let tsv = client()
         .query(&format!("SELECT {columns} FROM sink_bench.events"))
         .fetch_bytes("TabSeparated")
         .unwrap()
         .collect()
         .await
         .unwrap();
+    let lines: Vec<&[u8]> = tsv.split_inclusive(|b| *b == b'\n').collect();
+    assert_eq!(lines.len(), TOTAL);
+    let insert_tsv = format!("INSERT INTO sink_bench.tsv_events ({columns}) FORMAT TabSeparated");
+    let http = reqwest::Client::new();
+
+    // Sink and TSV batches alternate, so both see the same load on a shared machine.
+    for batch_size in [1_000usize, 10_000, 100_000] {
+        run("TRUNCATE TABLE sink_bench.events").await;
+        run("TRUNCATE TABLE sink_bench.tsv_events").await;
+        let (mut sink_elapsed, mut tsv_elapsed) = (0f64, 0f64);
+        for (batch, lines) in all.chunks(batch_size).zip(lines.chunks(batch_size)) {
+            let started = Instant::now();
+            sink.send(batch).await.unwrap();
+            sink_elapsed += started.elapsed().as_secs_f64();
+            let body = lines.concat();
+            let started = Instant::now();
+            let response = http
+                .post(server().url())
+                .query(&[("query", insert_tsv.as_str())])
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            tsv_elapsed += started.elapsed().as_secs_f64();
+            assert!(
+                response.status().is_success(),
+                "{:?}",
+                response.text().await
+            );
+        }
+        for table in ["events", "tsv_events"] {
+            assert_eq!(
+                count(&format!("SELECT count() FROM sink_bench.{table}")).await,
+                TOTAL as u64
+            );
+        }
+        println!(
+            "batch {batch_size:>6}: sink {:>7.0} rows/s ({sink_elapsed:.2} s) | TSV over HTTP {:>7.0} rows/s ({tsv_elapsed:.2} s)",
+            TOTAL as f64 / sink_elapsed,
+            TOTAL as f64 / tsv_elapsed,
+        );
+    }
+
+    run("TRUNCATE TABLE sink_bench.tsv_events").await;
     let path = std::env::temp_dir().join(format!("switchyard-bench-{}.tsv", std::process::id()));
-    std::fs::write(&path, &bytes).unwrap();
-    run("CREATE TABLE IF NOT EXISTS sink_bench.tsv_copy AS sink_bench.events").await;
+    std::fs::write(&path, &tsv).unwrap();
     let started = Instant::now();
     let status = std::process::Command::new("clickhouse-client")
         .arg("--port")
         .arg(server().tcp_port().to_string())
         .arg("--query")
-        .arg(format!(
-            "INSERT INTO sink_bench.tsv_copy ({columns}) FORMAT TabSeparated"
-        ))
+        .arg(&insert_tsv)
         .stdin(std::fs::File::open(&path).unwrap())
         .status()
         .expect("clickhouse-client");
@@ -300,12 +351,12 @@ async fn clickhouse_insert_benchmark() {
     let _ = std::fs::remove_file(&path);
     assert!(status.success());
     assert_eq!(
-        count("SELECT count() FROM sink_bench.tsv_copy").await,
+        count("SELECT count() FROM sink_bench.tsv_events").await,
         TOTAL as u64
     );
     println!(
-        "clickhouse-client TSV, one stream: {:>9.0} rows/s ({elapsed:.2} s, {} MB of TSV)",
+        "clickhouse-client TSV, one stream of {TOTAL}: {:>7.0} rows/s ({elapsed:.2} s, {} MB of TSV)",
         TOTAL as f64 / elapsed,
-        bytes.len() / 1_000_000
+        tsv.len() / 1_000_000
     );
 }

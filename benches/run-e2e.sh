@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# End-to-end load test of Switchyard on this machine (loopback only): builds the release binaries,
+# starts `switchyard run` with a bench config (file sink, default pii chain, batches of 100 per
+# request), drives it with switchyard-loadgen, and prints the results.
+#
+# Usage: benches/run-e2e.sh [--quick] [--no-build] [--duration S] [--soak S] [--concurrency N]
+#                           [--batch N] [--rate EVENTS_PER_S] [CASE...]
+#   cases: disk (the headline: durability disk, flat out), memory (durability memory, flat out),
+#          latency (fixed rate at half the disk case's max, or --rate), soak (flat out with RSS),
+#          clickhouse (ClickHouse + PostHog and webhook fakes; needs clickhouse-server), all
+#   default cases: disk memory latency
+#   --quick: 10 s runs (soak 60 s) for a smoke check; the headline figure is 60 s (the default).
+# Every figure printed is from switchyard-loadgen; the load average is printed before each case.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+DURATION=60
+SOAK=600
+CONCURRENCY=8
+BATCH=100
+RATE=""
+BUILD=1
+CASES=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) DURATION=10; SOAK=60 ;;
+        --no-build) BUILD=0 ;;
+        --duration) DURATION="$2"; shift ;;
+        --soak) SOAK="$2"; shift ;;
+        --concurrency) CONCURRENCY="$2"; shift ;;
+        --batch) BATCH="$2"; shift ;;
+        --rate) RATE="$2"; shift ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        all) CASES+=(disk memory latency soak clickhouse) ;;
+        disk|memory|latency|soak|clickhouse) CASES+=("$1") ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ ${#CASES[@]} -eq 0 ] && CASES=(disk memory latency)
+
+cd "$ROOT"
+if [ "$BUILD" = 1 ]; then
+    echo "== building release binaries"
+    cargo build --release -p switchyard-router --bin switchyard
+    cargo build --release -p switchyard-benches --bin switchyard-loadgen
+fi
+SWITCHYARD="$ROOT/target/release/switchyard"
+LOADGEN="$ROOT/target/release/switchyard-loadgen"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/switchyard-e2e.XXXXXX")"
+SERVER_PID=""
+FAKES_PID=""
+cleanup() {
+    [ -n "$SERVER_PID" ] && kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
+    [ -n "$FAKES_PID" ] && kill -TERM "$FAKES_PID" 2>/dev/null && wait "$FAKES_PID" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+machine() {
+    echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+}
+
+load_note() {
+    echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); rustc processes: $(pgrep -c rustc || true)"
+}
+
+# write_config NAME DURABILITY [EXTRA_TOML]
+write_config() {
+    local dir="$WORK/$1" port
+    port="$(free_port)"
+    mkdir -p "$dir"
+    cat >"$dir/switchyard.toml" <<EOF
+[server]
+listen = "127.0.0.1:$port"
+data_dir = "$dir/data"
+log_format = "text"
+
+[delivery]
+durability = "$2"
+
+[[sanitizers]]
+type = "pii"
+
+[sinks.local]
+type = "file"
+path = "$dir/data/events"
+${3:-}
+EOF
+    echo "$port"
+}
+
+# start_server NAME: starts switchyard on the case's config, waits for /health.
+start_server() {
+    local dir="$WORK/$1" port="$2"
+    RUST_LOG=warn "$SWITCHYARD" run --config "$dir/switchyard.toml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+    SERVER_PID=$!
+    for _ in $(seq 1 100); do
+        if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "switchyard did not start:" >&2
+    cat "$dir/stderr.log" >&2
+    exit 1
+}
+
+stop_server() {
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 300); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+# run_case NAME DURABILITY LOADGEN_ARGS... (the extra TOML comes from $EXTRA)
+run_case() {
+    local name="$1" durability="$2" port
+    shift 2
+    port="$(write_config "$name" "$durability" "${EXTRA:-}")"
+    start_server "$name" "$port"
+    echo
+    echo "== case $name: durability $durability, $*"
+    load_note
+    "$LOADGEN" --url "http://127.0.0.1:$port" --pid "$SERVER_PID" --batch "$BATCH" \
+        --json "$WORK/$name.json" "$@"
+    stop_server
+    if grep -q -E "ERROR|panicked" "$WORK/$name/stderr.log"; then
+        echo "server errors:"; grep -E "ERROR|panicked" "$WORK/$name/stderr.log" | head -5
+    fi
+    du -sh "$WORK/$name/data/events" 2>/dev/null | sed 's/^/file sink wrote /'
+    rm -rf "$WORK/$name/data"
+}
+
+machine
+MAX_RATE=""
+for case in "${CASES[@]}"; do
+    case "$case" in
+        disk)
+            run_case disk disk --duration "$DURATION" --concurrency "$CONCURRENCY"
+            MAX_RATE="$(python3 -c "import json; print(json.load(open('$WORK/disk.json'))['events_per_second'])")"
+            ;;
+        memory)
+            run_case memory memory --duration "$DURATION" --concurrency "$CONCURRENCY"
+            ;;
+        latency)
+            rate="$RATE"
+            if [ -z "$rate" ]; then
+                if [ -z "$MAX_RATE" ]; then
+                    echo "latency: measuring the max first (disk, 10 s)"
+                    run_case disk-max disk --duration 10 --concurrency "$CONCURRENCY"
+                    MAX_RATE="$(python3 -c "import json; print(json.load(open('$WORK/disk-max.json'))['events_per_second'])")"
+                fi
+                rate="$(python3 -c "print(int(float('$MAX_RATE') / 2))")"
+            fi
+            run_case latency disk --duration "$DURATION" --concurrency "$CONCURRENCY" --rate "$rate"
+            ;;
+        soak)
+            run_case soak disk --duration "$SOAK" --concurrency "$CONCURRENCY" --report-every 30
+            ;;
+        clickhouse)
+            if ! command -v clickhouse-server >/dev/null 2>&1 && [ ! -x /usr/sbin/clickhouse-server ]; then
+                echo "== case clickhouse: skipped (no clickhouse-server; install the Debian package)"
+                continue
+            fi
+            "$ROOT/benches/clickhouse-fakes.sh" "$WORK" "$DURATION" "$CONCURRENCY" "$BATCH" "$SWITCHYARD" "$LOADGEN"
+            ;;
+    esac
+done
