@@ -138,10 +138,7 @@ fn message(rng: &mut Rng, index: usize) -> Value {
     let second = index % 59;
     let millis = rng.below(1000);
     let mut message = Map::new();
-    message.insert(
-        "messageId".into(),
-        Value::String(rng.uuid()),
-    );
+    message.insert("messageId".into(), Value::String(rng.uuid()));
     message.insert("anonymousId".into(), Value::String(anonymous_id));
     if let Some(user_id) = &user_id {
         message.insert("userId".into(), Value::String(user_id.clone()));
@@ -204,7 +201,10 @@ fn message(rng: &mut Rng, index: usize) -> Value {
         85..=92 => {
             message.insert("type".into(), json!("identify"));
             if user_id.is_none() {
-                message.insert("userId".into(), json!(format!("user-{}", rng.below(50_000))));
+                message.insert(
+                    "userId".into(),
+                    json!(format!("user-{}", rng.below(50_000))),
+                );
             }
             // Identify traits carry an email by nature: every identify call has PII.
             let first = *rng.pick(&["jane", "li", "omar", "sofia", "ken"]);
@@ -233,7 +233,10 @@ fn message(rng: &mut Rng, index: usize) -> Value {
                 json!({"name": "Acme Outdoor Co", "industry": "Retail", "employees": 120, "plan": "team"}),
             );
             if user_id.is_none() {
-                message.insert("userId".into(), json!(format!("user-{}", rng.below(50_000))));
+                message.insert(
+                    "userId".into(),
+                    json!(format!("user-{}", rng.below(50_000))),
+                );
             }
         }
     }
@@ -325,7 +328,10 @@ impl BatchTemplate {
         out.clear();
         out.extend_from_slice(&self.body);
         for (index, offset) in self.id_offsets.iter().enumerate() {
-            write_digits(&mut out[*offset..*offset + ID_DIGITS], first_id + index as u64);
+            write_digits(
+                &mut out[*offset..*offset + ID_DIGITS],
+                first_id + index as u64,
+            );
         }
     }
 }

@@ -145,6 +145,16 @@ struct ReplayRequest {
     since: String,
 }
 
+/// The body of `POST /admin/privacy/erase`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErasureRequest {
+    #[serde(default, rename = "userId")]
+    user_id: Option<String>,
+    #[serde(default, rename = "anonymousId")]
+    anonymous_id: Option<String>,
+}
+
 /// Routes `/admin/...`.
 pub async fn route(
     app: Arc<App>,
@@ -208,6 +218,100 @@ pub async fn route(
         }
         (["admin", "quarantine", "replay"], &Method::POST) => {
             crate::plan_stage::replay(app, request).await
+        }
+        (["admin", "privacy", "erase"], &Method::POST) => {
+            let who = caller(&request);
+            let body = crate::body::read_limited(request.into_body(), MAX_ADMIN_BODY).await?;
+            let erase: ErasureRequest = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_erasure",
+                    format!("expected {{\"userId\": \"...\"}}: {e}"),
+                )
+            })?;
+            let ids: Vec<String> = erase
+                .user_id
+                .into_iter()
+                .chain(erase.anonymous_id)
+                .filter(|id| !id.is_empty())
+                .collect();
+            if ids.is_empty() {
+                return Err(ApiError::bad_request(
+                    "invalid_erasure",
+                    "give userId and/or anonymousId",
+                ));
+            }
+            let mut sinks = Vec::new();
+            for id in &ids {
+                app.suppressions.add(id).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "persist_failed",
+                        format!("cannot save the suppression list: {e}"),
+                    )
+                })?;
+                sinks.extend(app.engine.erase_person(id).await);
+            }
+            // The ids themselves are personal data: the audit log keeps a keyed digest, not the id.
+            let digests: Vec<String> = ids
+                .iter()
+                .map(|id| crate::dedupe::digest("privacy", id).to_string())
+                .collect();
+            audit(
+                app.data_dir(),
+                serde_json::json!({"time": now(), "action": "privacy_erase", "id_digests": digests, "sinks": sinks, "caller": who}),
+            );
+            Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({"suppressed": true, "sinks": sinks}),
+            ))
+        }
+        (["admin", "privacy", "export"], &Method::GET) => {
+            let query = request.uri().query().unwrap_or("");
+            let mut id = None;
+            let mut limit = 100_000usize;
+            for (key, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+                match key {
+                    "userId" | "anonymousId" => id = Some(percent_decode(value)),
+                    "limit" => {
+                        limit = value.parse().map_err(|_| {
+                            ApiError::bad_request(
+                                "invalid_limit",
+                                "limit must be a positive number",
+                            )
+                        })?
+                    }
+                    _ => {}
+                }
+            }
+            let Some(id) = id.filter(|id| !id.is_empty()) else {
+                return Err(ApiError::bad_request("invalid_export", "give ?userId=..."));
+            };
+            let exported = app
+                .engine
+                .export_person(&id, limit)
+                .await
+                .map_err(|message| {
+                    ApiError::new(StatusCode::BAD_GATEWAY, "export_failed", message)
+                })?;
+            let mut text = Vec::new();
+            for (sink, events) in exported {
+                for event in events {
+                    let line = serde_json::json!({"sink": sink, "event": event});
+                    let _ = serde_json::to_writer(&mut text, &line);
+                    text.push(b'\n');
+                }
+            }
+            audit(
+                app.data_dir(),
+                serde_json::json!({"time": now(), "action": "privacy_export", "id_digest": crate::dedupe::digest("privacy", &id).to_string(), "caller": caller(&request)}),
+            );
+            let mut response =
+                hyper::Response::new(crate::http::Body::new(bytes::Bytes::from(text)));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/x-ndjson"),
+            );
+            Ok(response)
         }
         (["admin", "reload"], &Method::POST) => match app.reload().await {
             Ok(report) => {

@@ -235,6 +235,8 @@ pub struct App {
     pub engine: Engine,
     pub stats: IngestStats,
     pub dedupe: crate::dedupe::Deduper,
+    /// People whose events are dropped at ingest (privacy erasure requests).
+    pub suppressions: crate::privacy::Suppressions,
     /// Server-side sessions (kept across reloads; saved in the data dir).
     pub sessions: crate::sessions::Sessions,
     pub config_path: Option<PathBuf>,
@@ -307,6 +309,7 @@ impl App {
                 Duration::from_secs(config.delivery.dedupe_window_secs),
                 config.delivery.dedupe_max_entries,
             ),
+            suppressions: crate::privacy::Suppressions::open(&data_dir),
             config_path,
             data_dir,
             ready: AtomicBool::new(true),

@@ -38,9 +38,14 @@ pub async fn read_limited(mut body: Incoming, max_bytes: usize) -> Result<Bytes,
     let mut drained: Option<usize> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|error| {
-            ApiError::bad_request("body_read_failed", format!("could not read the request body: {error}"))
+            ApiError::bad_request(
+                "body_read_failed",
+                format!("could not read the request body: {error}"),
+            )
         })?;
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         match drained.as_mut() {
             Some(count) => {
                 *count += data.len();

@@ -361,6 +361,59 @@ impl Engine {
         sinks.get(name).map(|entry| entry.dead_letters.list())
     }
 
+    /// Erases a person from every sink that keeps a queryable store.
+    pub async fn erase_person(&self, id: &str) -> Vec<crate::privacy::SinkErasure> {
+        let sinks: Vec<(String, Arc<dyn Sink>)> = {
+            let sinks = self.sinks.lock().await;
+            sinks
+                .iter()
+                .map(|(name, entry)| (name.clone(), entry.sink.clone()))
+                .collect()
+        };
+        let mut outcomes = Vec::new();
+        for (name, sink) in sinks {
+            let (outcome, detail) = match sink.erase_person(id).await {
+                Ok(Some(detail)) => ("erased", detail),
+                Ok(None) => (
+                    "not_stored",
+                    "this sink keeps no queryable store; ask the vendor (see docs/privacy.md)"
+                        .to_string(),
+                ),
+                Err(error) => ("failed", error.to_string()),
+            };
+            outcomes.push(crate::privacy::SinkErasure {
+                sink: name,
+                outcome,
+                detail,
+            });
+        }
+        outcomes
+    }
+
+    /// A person's stored events from every sink that can export them, as (sink, events).
+    pub async fn export_person(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<serde_json::Value>)>, String> {
+        let sinks: Vec<(String, Arc<dyn Sink>)> = {
+            let sinks = self.sinks.lock().await;
+            sinks
+                .iter()
+                .map(|(name, entry)| (name.clone(), entry.sink.clone()))
+                .collect()
+        };
+        let mut exported = Vec::new();
+        for (name, sink) in sinks {
+            match sink.export_person(id, limit).await {
+                Ok(Some(events)) => exported.push((name, events)),
+                Ok(None) => {}
+                Err(error) => return Err(format!("sinks.{name}: {error}")),
+            }
+        }
+        Ok(exported)
+    }
+
     /// Every sink's live counters and histograms.
     pub async fn stats(&self) -> Vec<(String, Arc<SinkStats>)> {
         let sinks = self.sinks.lock().await;

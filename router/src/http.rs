@@ -139,6 +139,9 @@ pub struct DropCounts {
     /// Re-sent messageIds within the de-duplication window: accepted, not routed again.
     #[serde(skip_serializing_if = "is_zero")]
     pub duplicate: usize,
+    /// Events of people who asked to be erased (the privacy suppression list).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub suppressed: usize,
 }
 
 fn is_zero(value: &usize) -> bool {
@@ -147,7 +150,7 @@ fn is_zero(value: &usize) -> bool {
 
 impl DropCounts {
     fn is_empty(&self) -> bool {
-        self.opt_out == 0 && self.sanitizer == 0 && self.duplicate == 0
+        self.opt_out == 0 && self.sanitizer == 0 && self.duplicate == 0 && self.suppressed == 0
     }
 }
 
@@ -624,8 +627,22 @@ pub(crate) async fn ingest_decoded(
     };
     let (quarantined, tagged) = (plan_applied.quarantined.len(), plan_applied.tagged);
 
-    // Client retries: a messageId already accepted from this source within the window is not routed again.
     let mut dropped = DropCounts::default();
+    // People who asked to be erased are not tracked again.
+    if !app.suppressions.is_empty() {
+        let before = events.len();
+        let mut keep = events
+            .iter()
+            .map(|event| !app.suppressions.suppresses(event))
+            .collect::<Vec<_>>()
+            .into_iter();
+        let mut keep_ids = keep.clone();
+        events.retain(|_| keep.next().unwrap_or(true));
+        client_message_ids.retain(|_| keep_ids.next().unwrap_or(true));
+        dropped.suppressed = before - events.len();
+    }
+
+    // Client retries: a messageId already accepted from this source within the window is not routed again.
     let mut claimed = Vec::new();
     if app.dedupe.enabled() {
         let digests: Vec<Option<u64>> = events

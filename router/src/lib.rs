@@ -17,6 +17,7 @@ pub mod lz_string;
 pub mod metrics;
 pub mod plan_stage;
 pub mod posthog_capture;
+pub mod privacy;
 pub mod report;
 pub mod run;
 pub mod sessions;

@@ -53,6 +53,22 @@ pub trait Sink: Send + Sync + 'static {
     async fn health(&self) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// Deletes every stored event of a person (userId or anonymousId equal to `id`), for a privacy
+    /// erasure request. `Ok(None)`: this sink keeps no queryable store (the default).
+    async fn erase_person(&self, _id: &str) -> Result<Option<String>, SinkError> {
+        Ok(None)
+    }
+
+    /// Every stored event of a person as JSON objects, oldest first, at most `limit`. `Ok(None)`: this
+    /// sink keeps no queryable store (the default).
+    async fn export_person(
+        &self,
+        _id: &str,
+        _limit: usize,
+    ) -> Result<Option<Vec<serde_json::Value>>, SinkError> {
+        Ok(None)
+    }
 }
 
 /// Builds the sink for a configured type. `name` is only used in error messages.

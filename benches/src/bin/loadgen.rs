@@ -235,9 +235,7 @@ impl Worker {
                 },
             };
             let template = &self.templates[(self.index + sent as usize) % self.templates.len()];
-            let first_id = self
-                .next_id
-                .fetch_add(self.batch as u64, Ordering::Relaxed);
+            let first_id = self.next_id.fetch_add(self.batch as u64, Ordering::Relaxed);
             template.fill(&mut body, first_id);
             let mut request = Request::post("/v1/batch")
                 .header(HOST, self.target.host.as_str())
@@ -262,10 +260,8 @@ impl Worker {
                             .and_then(|v| v["accepted"].as_u64())
                             .unwrap_or(0);
                         if accepted != self.batch as u64 {
-                            self.shared.error(format!(
-                                "200 with accepted {accepted} of {}",
-                                self.batch
-                            ));
+                            self.shared
+                                .error(format!("200 with accepted {accepted} of {}", self.batch));
                         }
                         self.shared.requests_ok.fetch_add(1, Ordering::Relaxed);
                         self.shared.events_ok.fetch_add(accepted, Ordering::Relaxed);
@@ -297,11 +293,7 @@ struct SinkCounters {
     accepted: u64,
 }
 
-async fn get(
-    target: &Target,
-    path: &str,
-    token: Option<&str>,
-) -> Result<(u16, Bytes), String> {
+async fn get(target: &Target, path: &str, token: Option<&str>) -> Result<(u16, Bytes), String> {
     let mut sender = connect(target).await?;
     let mut request = Request::get(path).header(HOST, target.host.as_str());
     if let Some(token) = token {
@@ -519,8 +511,8 @@ async fn run(args: Args, target: Arc<Target>) -> ExitCode {
         .write_key
         .as_ref()
         .map(|key| format!("Basic {}", base64(format!("{key}:").as_bytes())));
-    let interval = (args.rate > 0.0)
-        .then(|| args.concurrency as f64 * args.batch as f64 / args.rate);
+    let interval =
+        (args.rate > 0.0).then(|| args.concurrency as f64 * args.batch as f64 / args.rate);
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.duration);
     let next_id = Arc::new(AtomicU64::new(0));
@@ -572,9 +564,10 @@ async fn run(args: Args, target: Arc<Target>) -> ExitCode {
         let _ = worker.await;
     }
     let sent_seconds = start.elapsed().as_secs_f64();
-    let self_cpu =
-        cpu_ticks("/proc/self/stat").unwrap_or(0).saturating_sub(self_ticks_start) as f64
-            / TICKS_PER_SECOND;
+    let self_cpu = cpu_ticks("/proc/self/stat")
+        .unwrap_or(0)
+        .saturating_sub(self_ticks_start) as f64
+        / TICKS_PER_SECOND;
     let server_end = args.pid.and_then(process_sample);
     let at_end = read_counters(&target, token).await.ok();
 
@@ -639,7 +632,10 @@ async fn run(args: Args, target: Arc<Target>) -> ExitCode {
     } else {
         println!("errors     {errors:?}");
     }
-    println!("generator  {self_cpu:.1} CPU-s ({:.0}% of one core)", self_cpu / sent_seconds * 100.0);
+    println!(
+        "generator  {self_cpu:.1} CPU-s ({:.0}% of one core)",
+        self_cpu / sent_seconds * 100.0
+    );
 
     let mut sinks_json = serde_json::Map::new();
     println!("\n== server side");
@@ -648,9 +644,15 @@ async fn run(args: Args, target: Arc<Target>) -> ExitCode {
         println!("accepted (server counter) {accepted_server} events");
         for (sink, delivered_after) in &after.delivered {
             let base = before.delivered.get(sink).copied().unwrap_or(0);
-            let in_run = end.delivered.get(sink).copied().unwrap_or(0).saturating_sub(base);
+            let in_run = end
+                .delivered
+                .get(sink)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(base);
             let total = delivered_after.saturating_sub(base);
-            let end_to_end = total as f64 / (sent_seconds + if drained { drain_seconds } else { 0.0 });
+            let end_to_end =
+                total as f64 / (sent_seconds + if drained { drain_seconds } else { 0.0 });
             println!(
                 "sink {sink:<12} delivered {total} events ({:.0}/s within the run, {:.0}/s end to end incl. {:.1} s drain{}), lag now {} records",
                 in_run as f64 / sent_seconds,
@@ -709,7 +711,10 @@ async fn run(args: Args, target: Arc<Target>) -> ExitCode {
                        "last": rss.samples.last().map(|s| s.1 as f64 / 1024.0)},
         });
         if let Err(error) = std::fs::write(path, summary.to_string()) {
-            eprintln!("switchyard-loadgen: cannot write {}: {error}", path.display());
+            eprintln!(
+                "switchyard-loadgen: cannot write {}: {error}",
+                path.display()
+            );
         }
     }
     if events == 0 {

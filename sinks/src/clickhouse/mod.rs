@@ -360,6 +360,51 @@ impl Sink for ClickhouseSink {
             .map(|_| ())
             .map_err(|e| self.setup_error("answer the health check", &e))
     }
+
+    /// `ALTER TABLE ... DELETE` (a mutation, which every supported server version has): the rows go
+    /// once ClickHouse has applied it. Rollup tables hold only aggregates (counts, unique-user states)
+    /// and keep them.
+    async fn erase_person(&self, id: &str) -> Result<Option<String>, SinkError> {
+        let table = self.names.events();
+        let sql = format!(
+            "ALTER TABLE {table} DELETE WHERE person_id = ? OR user_id = ? OR anonymous_id = ?"
+        );
+        self.bounded(self.client.query(&sql).bind(id).bind(id).bind(id).execute())
+            .await
+            .map_err(|e| self.setup_error("erase a person", &e))?;
+        Ok(Some(format!("deletion submitted as a mutation on {table}")))
+    }
+
+    async fn export_person(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<serde_json::Value>>, SinkError> {
+        let table = self.names.events();
+        let sql = format!(
+            "SELECT * FROM {table} FINAL WHERE person_id = ? OR user_id = ? OR anonymous_id = ? ORDER BY received_at LIMIT {limit}"
+        );
+        let mut cursor = self
+            .client
+            .query(&sql)
+            .bind(id)
+            .bind(id)
+            .bind(id)
+            .fetch_bytes("JSONEachRow")
+            .map_err(|e| self.setup_error("export a person", &e))?;
+        let bytes = self
+            .bounded(cursor.collect())
+            .await
+            .map_err(|e| self.setup_error("export a person", &e))?;
+        let mut rows = Vec::new();
+        for line in bytes.split(|b| *b == b'\n').filter(|line| !line.is_empty()) {
+            let row = serde_json::from_slice(line).map_err(|e| {
+                SinkError::Setup(format!("ClickHouse returned an unreadable row: {e}"))
+            })?;
+            rows.push(row);
+        }
+        Ok(Some(rows))
+    }
 }
 
 #[cfg(test)]

@@ -239,7 +239,7 @@ async fn start_names_the_url_when_the_server_is_unreachable_or_refuses_the_user(
 
 /// Rows per second of the sink alone, against the same rows as TSV posted over HTTP at the same
 /// batch sizes into an identical table (same rollups), and `clickhouse-client` in one stream.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run with --release -- --ignored --nocapture"]
 async fn clickhouse_insert_benchmark() {
     const TOTAL: usize = 200_000;
@@ -328,8 +328,20 @@ async fn clickhouse_insert_benchmark() {
                 TOTAL as u64
             );
         }
+        run("SYSTEM FLUSH LOGS").await;
+        let server_ms = |table: &str| {
+            format!(
+                "SELECT toUInt64(sum(query_duration_ms)) FROM system.query_log WHERE type = 2 \
+                 AND query LIKE 'INSERT INTO {table}%' AND written_rows > 0 \
+                 AND event_time >= now() - {}",
+                (sink_elapsed + tsv_elapsed) as u64 + 5
+            )
+        };
+        let sink_server = count(&server_ms("`events`")).await as f64 / 1000.0;
+        let tsv_server = count(&server_ms("sink_bench.tsv_events")).await as f64 / 1000.0;
         println!(
-            "batch {batch_size:>6}: sink {:>7.0} rows/s ({sink_elapsed:.2} s) | TSV over HTTP {:>7.0} rows/s ({tsv_elapsed:.2} s)",
+            "batch {batch_size:>6}: sink {:>7.0} rows/s ({sink_elapsed:.2} s, server busy {sink_server:.2} s) | \
+             TSV over HTTP {:>7.0} rows/s ({tsv_elapsed:.2} s, server busy {tsv_server:.2} s)",
             TOTAL as f64 / sink_elapsed,
             TOTAL as f64 / tsv_elapsed,
         );

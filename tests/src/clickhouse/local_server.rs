@@ -101,7 +101,7 @@ fn users_xml() -> String {
     format!(
         r#"<?xml version="1.0"?>
 <yandex>
-    <profiles><default><max_memory_usage>2000000000</max_memory_usage></default></profiles>
+    <profiles><default><max_memory_usage>2000000000</max_memory_usage><log_queries>1</log_queries></default></profiles>
     <users>
         <default><password></password>{networks}<profile>default</profile><quota>default</quota></default>
         <{user}><password>{password}</password>{networks}<profile>default</profile><quota>default</quota></{user}>
