@@ -617,6 +617,12 @@ pub(crate) async fn ingest_decoded(
         mut client_message_ids,
         mut rejected,
     } = normalize_all(decoded, &facts);
+    crate::limits::reject_oversized_events(
+        runtime.config.limits.max_properties,
+        &mut events,
+        &mut client_message_ids,
+        &mut rejected,
+    );
 
     // Context keys that steer routing are the server's; then the tracking plan (rejected events leave
     // here; quarantined ones skip de-duplication and sessions, and rejoin before the sanitizers).

@@ -8,6 +8,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use switchyard_config::LimitsConfig;
+use switchyard_schemas::Event;
 
 /// The rate limiters of one config.
 pub struct Limiters {
@@ -71,6 +72,65 @@ impl Limiters {
     }
 }
 
+/// Object members at any depth of a JSON value.
+fn members(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Object(map) => map.len() + map.values().map(members).sum::<usize>(),
+        serde_json::Value::Array(items) => items.iter().map(members).sum(),
+        _ => 0,
+    }
+}
+
+/// Object members in an event's properties, traits, context and integrations, at any depth.
+pub fn event_members(event: &Event) -> usize {
+    [
+        &event.properties,
+        &event.traits,
+        &event.context,
+        &event.integrations,
+    ]
+    .iter()
+    .map(|map| map.len() + map.values().map(members).sum::<usize>())
+    .sum()
+}
+
+/// Rejects (alone, by their index in the request) events with more than `max_properties` members.
+/// `events` are the request's messages that were not rejected yet, in order.
+pub fn reject_oversized_events(
+    max_properties: usize,
+    events: &mut Vec<Event>,
+    client_message_ids: &mut Vec<bool>,
+    rejected: &mut Vec<crate::ingest::Rejection>,
+) {
+    let counts: Vec<usize> = events.iter().map(event_members).collect();
+    if counts.iter().all(|count| *count <= max_properties) {
+        return;
+    }
+    let already: std::collections::HashSet<usize> = rejected.iter().map(|r| r.index).collect();
+    let total = events.len() + rejected.len();
+    let mut indexes = (0..total).filter(|index| !already.contains(index));
+    let mut keep = Vec::with_capacity(events.len());
+    for count in &counts {
+        let index = indexes.next().unwrap_or(total);
+        if *count > max_properties {
+            rejected.push(crate::ingest::Rejection {
+                index,
+                reason: format!("event has {count} properties (object members), over the limit of {max_properties}"),
+                code: "too_complex",
+                violations: Vec::new(),
+            });
+            keep.push(false);
+        } else {
+            keep.push(true);
+        }
+    }
+    let mut keep_events = keep.clone().into_iter();
+    events.retain(|_| keep_events.next().unwrap_or(true));
+    let mut keep_ids = keep.into_iter();
+    client_message_ids.retain(|_| keep_ids.next().unwrap_or(true));
+    rejected.sort_by_key(|r| r.index);
+}
+
 /// Nesting depth and member count of a JSON text, found in one pass without parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JsonShape {
@@ -80,27 +140,52 @@ pub struct JsonShape {
 }
 
 /// Scans `text` (which need not be valid JSON: the parser judges that later).
+///
+/// Most of an event is string contents, which are skipped eight bytes at a time: a word is
+/// searched for `"` and `\\` with the classic zero-byte bit trick, which flags the first matching
+/// byte exactly (a borrow can only flag bytes after a true match).
 pub fn json_shape(text: &[u8]) -> JsonShape {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const QUOTES: u64 = ONES * b'"' as u64;
+    const BACKSLASHES: u64 = ONES * b'\\' as u64;
+    fn zero_bytes(word: u64) -> u64 {
+        word.wrapping_sub(ONES) & !word & HIGHS
+    }
     let mut depth = 0usize;
     let mut shape = JsonShape {
         max_depth: 0,
         members: 0,
     };
-    let mut in_string = false;
-    let mut escaped = false;
-    for byte in text {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if *byte == b'\\' {
-                escaped = true;
-            } else if *byte == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let length = text.len();
+    let mut index = 0;
+    while index < length {
+        let byte = text[index];
+        index += 1;
         match byte {
-            b'"' => in_string = true,
+            b'"' => {
+                // Inside a string until an unescaped quote (or the end of the text).
+                while index < length {
+                    if let Some(chunk) = text.get(index..index + 8) {
+                        let mut word = [0u8; 8];
+                        word.copy_from_slice(chunk);
+                        let word = u64::from_le_bytes(word);
+                        let found = zero_bytes(word ^ QUOTES) | zero_bytes(word ^ BACKSLASHES);
+                        if found == 0 {
+                            index += 8;
+                            continue;
+                        }
+                        index += (found.trailing_zeros() / 8) as usize;
+                    }
+                    let special = text[index];
+                    index += 1;
+                    if special == b'\\' {
+                        index += 1;
+                    } else if special == b'"' {
+                        break;
+                    }
+                }
+            }
             b'{' | b'[' => {
                 depth += 1;
                 shape.max_depth = shape.max_depth.max(depth);
@@ -131,6 +216,68 @@ mod tests {
         assert_eq!(json_shape(b"").max_depth, 0);
     }
 
+    /// The byte-at-a-time scan `json_shape` replaced: the reference for its results.
+    fn reference_shape(text: &[u8]) -> JsonShape {
+        let mut depth = 0usize;
+        let mut shape = JsonShape {
+            max_depth: 0,
+            members: 0,
+        };
+        let mut in_string = false;
+        let mut escaped = false;
+        for byte in text {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if *byte == b'\\' {
+                    escaped = true;
+                } else if *byte == b'"' {
+                    in_string = false;
+                }
+                continue;
+            }
+            match byte {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    depth += 1;
+                    shape.max_depth = shape.max_depth.max(depth);
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                b':' => shape.members += 1,
+                _ => {}
+            }
+        }
+        shape
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn word_scan_matches_the_byte_scan(text in "[\"\\\\{}\\[\\]:a-z ]{0,80}") {
+            proptest::prop_assert_eq!(json_shape(text.as_bytes()), reference_shape(text.as_bytes()));
+        }
+
+        #[test]
+        fn word_scan_matches_on_any_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            proptest::prop_assert_eq!(json_shape(&bytes), reference_shape(&bytes));
+        }
+    }
+
+    #[test]
+    fn word_scan_handles_escapes_at_word_edges() {
+        for prefix in 0..10 {
+            let text = format!(
+                "{{\"{}\\\"x\\\\\":{{\"a\":[1]}},\"{}\":\"unterminated \\",
+                "k".repeat(prefix),
+                "z".repeat(prefix)
+            );
+            assert_eq!(
+                json_shape(text.as_bytes()),
+                reference_shape(text.as_bytes()),
+                "{text}"
+            );
+        }
+    }
+
     #[test]
     fn ip_and_source_buckets() {
         let limiters = Limiters::new(&LimitsConfig {
@@ -156,5 +303,47 @@ mod tests {
         );
         let open = Limiters::new(&LimitsConfig::default());
         assert!((0..1000).all(|_| open.check_ip(ip).is_ok()));
+    }
+}
+
+#[cfg(test)]
+mod event_limit_tests {
+    use super::*;
+    use crate::ingest::Rejection;
+
+    fn event(properties: serde_json::Value) -> Event {
+        serde_json::from_value(serde_json::json!({
+            "type": "track", "event": "E", "messageId": "m", "userId": "u",
+            "timestamp": "2024-01-01T00:00:00Z", "receivedAt": "2024-01-01T00:00:00Z", "source": "s",
+            "properties": properties
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn oversized_events_are_rejected_alone_by_their_request_index() {
+        let big: serde_json::Map<String, serde_json::Value> = (0..20)
+            .map(|i| (format!("k{i}"), serde_json::json!({"nested": i})))
+            .collect();
+        let mut events = vec![
+            event(serde_json::json!({"a": 1})),
+            event(serde_json::Value::Object(big)),
+            event(serde_json::json!({})),
+        ];
+        assert_eq!(event_members(&events[1]), 40);
+        let mut ids = vec![true, false, true];
+        // Message 1 of the request was already rejected; events are messages 0, 2, 3.
+        let mut rejected = vec![Rejection {
+            index: 1,
+            reason: "x".into(),
+            code: "malformed",
+            violations: Vec::new(),
+        }];
+        reject_oversized_events(10, &mut events, &mut ids, &mut rejected);
+        assert_eq!(events.len(), 2);
+        assert_eq!(ids, vec![true, true]);
+        let indexes: Vec<usize> = rejected.iter().map(|r| r.index).collect();
+        assert_eq!(indexes, vec![1, 2]);
+        assert!(rejected[1].reason.contains("40 properties"));
     }
 }
