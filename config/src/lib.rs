@@ -236,6 +236,9 @@ fn parse_sink(
         .map(|value| sanitizer_list(&format!("{path}.sanitizers"), value, problems))
         .unwrap_or_default();
     let kind = deserialize::<SinkKind>(&path, toml::Value::Table(table), problems);
+    if let Some(kind) = &kind {
+        fill_batch_defaults(&mut common_table, kind);
+    }
     let common =
         deserialize::<CommonSinkSettings>(&path, toml::Value::Table(common_table), problems);
     // Validate each part that parsed, so one bad part does not hide the other's problems.
@@ -253,6 +256,20 @@ fn parse_sink(
     let (kind, mut common) = (kind?, common?);
     common.sanitizers = sanitizers;
     Some(SinkSettings { kind, common })
+}
+
+/// Batch keys the user did not set take the sink type's defaults (ClickHouse wants far larger batches
+/// than a vendor API).
+fn fill_batch_defaults(common: &mut toml::Table, kind: &SinkKind) {
+    let Ok(toml::Value::Table(defaults)) = toml::Value::try_from(kind.default_batch()) else { return };
+    let batch = common
+        .entry("batch".to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(batch) = batch {
+        for (key, value) in defaults {
+            batch.entry(key).or_insert(value);
+        }
+    }
 }
 
 fn is_valid_name(name: &str) -> bool {

@@ -212,3 +212,23 @@ fn posthog_tokens_identify_a_source_and_are_checked() {
     )
     .is_empty());
 }
+
+#[test]
+fn batch_defaults_depend_on_the_sink_type() {
+    let text = r#"
+        [sinks.warehouse]
+        type = "clickhouse"
+        url = "http://127.0.0.1:8123"
+        [sinks.warehouse.batch]
+        max_wait_ms = 250
+
+        [sinks.local]
+        type = "file"
+        path = "x"
+    "#;
+    let config = parse(text, &no_env).unwrap();
+    let warehouse = &config.sinks["warehouse"].common.batch;
+    assert_eq!(warehouse.max_events, 10_000, "ClickHouse default");
+    assert_eq!(warehouse.max_wait_ms, 250, "the user's value wins");
+    assert_eq!(config.sinks["local"].common.batch.max_events, 1000);
+}

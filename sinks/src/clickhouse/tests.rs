@@ -301,6 +301,9 @@ async fn clickhouse_insert_benchmark() {
     for batch_size in [1_000usize, 10_000, 100_000] {
         run("TRUNCATE TABLE sink_bench.events").await;
         run("TRUNCATE TABLE sink_bench.tsv_events").await;
+        run("SYSTEM FLUSH LOGS").await;
+        let since = count("SELECT toUInt64(now())").await + 1;
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         let (mut sink_elapsed, mut tsv_elapsed) = (0f64, 0f64);
         for (batch, lines) in all.chunks(batch_size).zip(lines.chunks(batch_size)) {
             let started = Instant::now();
@@ -333,8 +336,7 @@ async fn clickhouse_insert_benchmark() {
             format!(
                 "SELECT toUInt64(sum(query_duration_ms)) FROM system.query_log WHERE type = 2 \
                  AND query LIKE 'INSERT INTO {table}%' AND written_rows > 0 \
-                 AND event_time >= now() - {}",
-                (sink_elapsed + tsv_elapsed) as u64 + 5
+                 AND event_time >= toDateTime({since})"
             )
         };
         let sink_server = count(&server_ms("`events`")).await as f64 / 1000.0;
