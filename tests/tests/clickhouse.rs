@@ -381,7 +381,34 @@ async fn a_server_outage_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The breaker opens: the dead server is left alone instead of hammered.
+    let breaker_metric =
+        "switchyard_sink_breaker_opened_total{sink=\"warehouse\",type=\"clickhouse\"}";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = client()
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let opened = metrics
+            .lines()
+            .find(|line| line.starts_with(breaker_metric))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or(0);
+        if opened >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the breaker never opened:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     clickhouse.restart().expect("restart ClickHouse");
     assert_eq!(
@@ -414,6 +441,19 @@ async fn a_server_outage_loses_nothing() {
         assert!(Instant::now() < deadline, "not ready after the restart");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Closed again once a probe succeeded.
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchyard_sink_breaker_state{sink=\"warehouse\",type=\"clickhouse\"} 0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
