@@ -643,3 +643,79 @@ surprise = 1
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_batch_is_dead_lettered_the_sink_keeps_flowing_and_a_replay_delivers_it() {
+    let fake = Fake::start(Vendor::Ga4 {
+        measurement_id: GA4_ID.into(),
+        api_secret: GA4_SECRET.into(),
+    })
+    .await;
+    fake.script([Reply::status(400).body("{\"error\": {\"message\": \"rejected\"}}")]);
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!(
+        "type = \"ga4\"\nurl = \"{}\"\nmeasurement_id = \"{GA4_ID}\"\napi_secret = \"{GA4_SECRET}\"",
+        fake.url
+    );
+    let config = config("ga4", &sink, 2000) + "\n[admin]\ntoken = \"${ADMIN_TOKEN}\"\n";
+    let server = Switchyard::start(dir.path(), &config);
+    post_batch(
+        &server,
+        &[track("poison-0", "user-1"), track("poison-1", "user-2")],
+    )
+    .await;
+    let dead_letters = dir.path().join("data/dead-letters/ga4.ndjson");
+    eventually(Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&dead_letters).ok()?;
+        (text.lines().count() >= 2).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no dead letters: {}", server.logs()));
+
+    // The sink keeps flowing after the poison batch.
+    post_batch(&server, &[track("healthy-0", "user-3")]).await;
+    let delivered = fake.wait_for_events(1, Duration::from_secs(20)).await;
+    assert_eq!(delivered.len(), 1);
+
+    // The operator looks (offline, from the data dir) and re-sends after the fix.
+    let list = std::process::Command::new(binary())
+        .args(["dead-letters", "list", "--sink", "ga4", "--config"])
+        .arg(dir.path().join("switchyard.toml"))
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    assert!(summary.contains("ga4: 2 dead letters"), "{summary}");
+    assert!(summary.contains("rejected"), "{summary}");
+    let replay = std::process::Command::new(binary())
+        .args([
+            "dead-letters",
+            "replay",
+            "--sink",
+            "ga4",
+            "--url",
+            &server.base_url,
+            "--token",
+            ADMIN_TOKEN,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let outcome: Value = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!(outcome["outcome"]["delivered"], 2, "{outcome}");
+    let events = fake.wait_for_events(3, Duration::from_secs(20)).await;
+    assert_eq!(events.len(), 3);
+    fake.assert_no_violations();
+    assert!(std::fs::read_to_string(&dead_letters)
+        .map(|t| t.trim().is_empty())
+        .unwrap_or(true));
+}
