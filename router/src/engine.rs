@@ -361,15 +361,18 @@ impl Engine {
         sinks.get(name).map(|entry| entry.dead_letters.list())
     }
 
+    /// Every running sink, by name (the lock is not held while they are called).
+    async fn sink_handles(&self) -> Vec<(String, Arc<dyn Sink>)> {
+        let sinks = self.sinks.lock().await;
+        sinks
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.sink.clone()))
+            .collect()
+    }
+
     /// Erases a person from every sink that keeps a queryable store.
     pub async fn erase_person(&self, id: &str) -> Vec<crate::privacy::SinkErasure> {
-        let sinks: Vec<(String, Arc<dyn Sink>)> = {
-            let sinks = self.sinks.lock().await;
-            sinks
-                .iter()
-                .map(|(name, entry)| (name.clone(), entry.sink.clone()))
-                .collect()
-        };
+        let sinks = self.sink_handles().await;
         let mut outcomes = Vec::new();
         for (name, sink) in sinks {
             let (outcome, detail) = match sink.erase_person(id).await {
@@ -396,13 +399,7 @@ impl Engine {
         id: &str,
         limit: usize,
     ) -> Result<Vec<(String, Vec<serde_json::Value>)>, String> {
-        let sinks: Vec<(String, Arc<dyn Sink>)> = {
-            let sinks = self.sinks.lock().await;
-            sinks
-                .iter()
-                .map(|(name, entry)| (name.clone(), entry.sink.clone()))
-                .collect()
-        };
+        let sinks = self.sink_handles().await;
         let mut exported = Vec::new();
         for (name, sink) in sinks {
             match sink.export_person(id, limit).await {
@@ -446,13 +443,7 @@ impl Engine {
 
     /// Runs every sink's health check; returns the failures.
     pub async fn health(&self) -> Vec<String> {
-        let sinks: Vec<(String, Arc<dyn Sink>)> = {
-            let sinks = self.sinks.lock().await;
-            sinks
-                .iter()
-                .map(|(name, entry)| (name.clone(), entry.sink.clone()))
-                .collect()
-        };
+        let sinks = self.sink_handles().await;
         let mut failures = Vec::new();
         for (name, sink) in sinks {
             if let Err(error) = sink.health().await {

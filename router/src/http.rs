@@ -530,6 +530,40 @@ pub(crate) fn check_nesting(
     Ok(())
 }
 
+/// Appends events to the ingest log off the async threads, and words a failure for the client:
+/// a full log is a 503 with Retry-After, anything else a 503 (and an error log line).
+pub(crate) async fn append_to_log(
+    app: &App,
+    events: Vec<switchyard_schemas::Event>,
+) -> Result<u64, ApiError> {
+    let log = app.log.clone();
+    match tokio::task::spawn_blocking(move || log.append(events)).await {
+        Ok(Ok(seq)) => Ok(seq),
+        Ok(Err(LogError::Full { .. })) => {
+            let mut error = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "log_full",
+                "the ingest log is full while sinks catch up; retry later",
+            );
+            error.retry_after_secs = Some(5);
+            Err(error)
+        }
+        Ok(Err(error)) => {
+            tracing::error!(%error, "ingest log append failed");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "log_unavailable",
+                "events could not be stored; retry later",
+            ))
+        }
+        Err(error) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("log writer failed: {error}"),
+        )),
+    }
+}
+
 /// An ingest request whose body is decoded and whose source is known.
 pub(crate) struct Authenticated<'a> {
     pub parts: &'a hyper::http::request::Parts,
@@ -699,38 +733,13 @@ pub(crate) async fn ingest_decoded(
             .assign(sessions, &mut events, facts.received_at, request_id);
     }
     if !events.is_empty() {
-        let log = app.log.clone();
-        let appended = tokio::task::spawn_blocking(move || log.append(events)).await;
-        if appended.as_ref().map_or(true, |result| result.is_err()) {
+        if let Err(error) = append_to_log(&app, events).await {
+            // Not stored: a retry of these messageIds must be accepted.
             app.dedupe.release(&claimed);
-        }
-        let appended = appended.map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("log writer failed: {e}"),
-            )
-        })?;
-        match appended {
-            Ok(_) => {}
-            Err(LogError::Full { .. }) => {
+            if error.code == "log_full" {
                 SourceCounters::add(&counters.refused_full, accepted);
-                let mut error = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "log_full",
-                    "the ingest log is full while sinks catch up; retry later",
-                );
-                error.retry_after_secs = Some(5);
-                return Err(error);
             }
-            Err(error) => {
-                tracing::error!(%error, "ingest log append failed");
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "log_unavailable",
-                    "events could not be stored; retry later",
-                ));
-            }
+            return Err(error);
         }
     }
     let accepted = accepted + dropped.duplicate;

@@ -23,7 +23,6 @@ use switchyard_config::{Config, OnViolation, UnknownEvents};
 use switchyard_schemas::plan::{lookup_name, Checked, TrackingPlan, Violation};
 use switchyard_schemas::segment::{InboundMessage, MessageDefaults};
 use switchyard_schemas::{normalize_message, Event};
-use switchyard_sinks::log::LogError;
 
 use crate::app::App;
 use crate::http::{json_response, ApiError, Body};
@@ -477,36 +476,7 @@ pub async fn replay(app: Arc<App>, request: Request<Incoming>) -> Result<Respons
     let runtime = app.runtime();
     let (events, outcome) = prepare_replay(runtime.plan.as_deref(), parsed.events);
     if !events.is_empty() {
-        let log = app.log.clone();
-        let appended = tokio::task::spawn_blocking(move || log.append(events))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    format!("log writer failed: {e}"),
-                )
-            })?;
-        match appended {
-            Ok(_) => {}
-            Err(LogError::Full { .. }) => {
-                let mut error = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "log_full",
-                    "the ingest log is full while sinks catch up; retry later",
-                );
-                error.retry_after_secs = Some(5);
-                return Err(error);
-            }
-            Err(error) => {
-                tracing::error!(%error, "ingest log append failed during a quarantine replay");
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "log_unavailable",
-                    "events could not be stored; retry later",
-                ));
-            }
-        }
+        crate::http::append_to_log(&app, events).await?;
     }
     tracing::info!(
         replayed = outcome.replayed,
