@@ -261,7 +261,9 @@ fn parse_sink(
 /// Batch keys the user did not set take the sink type's defaults (ClickHouse wants far larger batches
 /// than a vendor API).
 fn fill_batch_defaults(common: &mut toml::Table, kind: &SinkKind) {
-    let Ok(toml::Value::Table(defaults)) = toml::Value::try_from(kind.default_batch()) else { return };
+    let Ok(toml::Value::Table(defaults)) = toml::Value::try_from(kind.default_batch()) else {
+        return;
+    };
     let batch = common
         .entry("batch".to_string())
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));

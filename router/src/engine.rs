@@ -55,6 +55,8 @@ pub struct SinkStatus {
     pub cursor: u64,
     /// Records appended but not yet passed by the sink.
     pub lag_records: u64,
+    /// Log records this (shadow) sink lost because the log was full.
+    pub log_dropped_records: u64,
     pub counters: SinkStatsSnapshot,
 }
 
@@ -435,6 +437,7 @@ impl Engine {
                     rollout: entry.rollout.get(),
                     cursor,
                     lag_records: head.saturating_sub(cursor),
+                    log_dropped_records: self.log.dropped_records(name),
                     counters: entry.stats.snapshot(),
                 }
             })

@@ -144,6 +144,7 @@ pub async fn render(app: &App) -> Result<String, std::fmt::Error> {
     let mut opened = Vec::new();
     let mut breaker = Vec::new();
     let mut lag = Vec::new();
+    let mut log_dropped = Vec::new();
     let mut percent = Vec::new();
     let mut shadow = Vec::new();
     for sink in &sinks {
@@ -167,6 +168,7 @@ pub async fn render(app: &App) -> Result<String, std::fmt::Error> {
         opened.push((sink_label.clone(), counters.breaker_opened));
         breaker.push((sink_label.clone(), counters.breaker.as_gauge()));
         lag.push((sink_label.clone(), sink.lag_records as i64));
+        log_dropped.push((sink_label.clone(), sink.log_dropped_records));
         percent.push((sink_label.clone(), sink.rollout.percent));
         shadow.push((
             sink_label,
@@ -176,6 +178,11 @@ pub async fn render(app: &App) -> Result<String, std::fmt::Error> {
     snapshot
         .counters
         .push(("sink_events", "Events per sink and outcome.", events));
+    snapshot.counters.push((
+        "sink_log_dropped_records",
+        "Ingest-log records a shadow sink lost because the log was full (drop_oldest).",
+        log_dropped,
+    ));
     snapshot.counters.push((
         "sink_failed_attempts",
         "Failed send attempts per sink.",

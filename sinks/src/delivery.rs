@@ -305,12 +305,26 @@ impl Runner {
             started: None,
         };
         let mut last_commit_at = Instant::now();
+        let mut droppable = None;
         tracing::info!(sink = %name, cursor = read_position, "sink runner started");
 
         loop {
             while let Ok(command) = self.commands.try_recv() {
                 if let Some(position) = self.handle_command(command, &mut pending).await {
                     read_position = position;
+                }
+            }
+            // A shadow sink's oldest records may be dropped when the log is full; a live one's never.
+            let shadow = self.parts.rollout.is_shadow();
+            if droppable != Some(shadow) {
+                log.set_droppable(&name, shadow);
+                droppable = Some(shadow);
+            }
+            if let Some(cursor) = log.cursor(&name) {
+                if cursor > self.committed {
+                    // Moved ahead by the full-log policy: skip what was dropped.
+                    self.committed = cursor;
+                    read_position = read_position.max(cursor);
                 }
             }
             let signal = *self.signal.borrow();

@@ -288,3 +288,61 @@ async fn a_torn_log_tail_loses_only_the_torn_record() {
     post(&restarted, &[track("after-torn", "u")]).await;
     wait_for_events(&dir.path().join("events"), 41, Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn a_full_log_drops_a_stalled_shadow_sinks_oldest_records_instead_of_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CONFIG.to_string()
+        + r#"
+[sinks.trial]
+type = "file"
+path = "{dir}/trial"
+[sinks.trial.batch]
+max_wait_ms = 600000
+max_events = 1000000
+[sinks.trial.rollout]
+mode = "shadow"
+
+[delivery]
+durability = "memory"
+max_disk_bytes = 1048576
+"#;
+    let server = Switchyard::start(dir.path(), &config);
+    let client = client();
+    for round in 0..60 {
+        let batch: Vec<Value> = (0..100)
+            .map(|i| track(&format!("s-{round}-{i}"), "u"))
+            .collect();
+        let response = client
+            .post(server.url("/v1/batch"))
+            .json(&json!({"batch": batch}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "round {round}: a stalled shadow sink must not block ingest"
+        );
+        // Let the live sink keep up.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for_events(&dir.path().join("events"), 6000, Duration::from_secs(20)).await;
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped = metrics
+        .lines()
+        .find(|l| l.starts_with("switchyard_sink_log_dropped_records_total{sink=\"trial\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(dropped > 0, "{metrics}");
+    assert!(metrics
+        .contains("switchyard_sink_log_dropped_records_total{sink=\"local\",type=\"file\"} 0"));
+}
