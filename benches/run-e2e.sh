@@ -7,7 +7,7 @@
 #                           [--batch N] [--rate EVENTS_PER_S] [CASE...]
 #   cases: disk (the headline: durability disk, flat out), memory (durability memory, flat out),
 #          latency (fixed rate at half the disk case's max, or --rate), soak (flat out with RSS),
-#          clickhouse (ClickHouse + PostHog and webhook fakes; needs clickhouse-server), all
+#          clickhouse (ClickHouse + vendor fakes: not automated yet, prints why), all
 #   default cases: disk memory latency
 #   --quick: 10 s runs (soak 60 s) for a smoke check; the headline figure is 60 s (the default).
 # Every figure printed is from switchyard-loadgen; the load average is printed before each case.
@@ -45,7 +45,7 @@ if [ "$BUILD" = 1 ]; then
     cargo build --release -p switchyard-router --bin switchyard
     cargo build --release -p switchyard-benches --bin switchyard-loadgen
 fi
-SWITCHYARD="$ROOT/target/release/switchyard"
+SWITCHYARD="${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}"
 LOADGEN="$ROOT/target/release/switchyard-loadgen"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/switchyard-e2e.XXXXXX")"
@@ -172,7 +172,10 @@ for case in "${CASES[@]}"; do
                 echo "== case clickhouse: skipped (no clickhouse-server; install the Debian package)"
                 continue
             fi
-            "$ROOT/benches/clickhouse-fakes.sh" "$WORK" "$DURATION" "$CONCURRENCY" "$BATCH" "$SWITCHYARD" "$LOADGEN"
+            # Not automated yet: the vendor fakes (tests/src/fakes.rs) live in the tests crate's
+            # library, keep every request and event in memory (gigabytes within seconds at these
+            # rates) and would share the two cores with the server; see BENCHMARKS.md.
+            echo "== case clickhouse: not automated yet (see BENCHMARKS.md, end-to-end with ClickHouse)"
             ;;
     esac
 done

@@ -25,17 +25,13 @@ fn substitute_value(
     problems: &mut Vec<ConfigProblem>,
 ) {
     match value {
-        toml::Value::String(text) => {
-            if text.contains("${") {
-                match substitute(text, lookup) {
-                    Ok(replaced) => *text = replaced,
-                    Err(message) => problems.push(ConfigProblem {
-                        path: path.to_string(),
-                        message,
-                    }),
-                }
-            }
-        }
+        toml::Value::String(text) if text.contains("${") => match substitute(text, lookup) {
+            Ok(replaced) => *text = replaced,
+            Err(message) => problems.push(ConfigProblem {
+                path: path.to_string(),
+                message,
+            }),
+        },
         toml::Value::Array(items) => {
             for (index, item) in items.iter_mut().enumerate() {
                 substitute_value(item, &format!("{path}[{index}]"), lookup, problems);

@@ -14,12 +14,15 @@ use crate::app::App;
 
 type Labels = Vec<(String, String)>;
 
+/// A metric family read at scrape time: (name, help, one value per label set).
+type Family<T> = (&'static str, &'static str, Vec<(Labels, T)>);
+
 /// Counters and gauges read once per scrape.
 #[derive(Debug, Default)]
 struct Snapshot {
-    counters: Vec<(&'static str, &'static str, Vec<(Labels, u64)>)>,
-    gauges: Vec<(&'static str, &'static str, Vec<(Labels, i64)>)>,
-    float_gauges: Vec<(&'static str, &'static str, Vec<(Labels, f64)>)>,
+    counters: Vec<Family<u64>>,
+    gauges: Vec<Family<i64>>,
+    float_gauges: Vec<Family<f64>>,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {

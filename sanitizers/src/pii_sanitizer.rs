@@ -58,14 +58,21 @@ impl PiiSanitizer {
         })
     }
 
+    /// Whether the ASCII-lowercased key contains a sensitive word (they are lowercased already),
+    /// searched byte-wise without allocating a lowercase copy of every key of every event.
     fn is_sensitive_key(&self, key: &str) -> bool {
-        if self.sensitive_keys.is_empty() {
-            return false;
-        }
-        let lower = key.to_ascii_lowercase();
-        self.sensitive_keys
-            .iter()
-            .any(|sensitive| lower.contains(sensitive.as_str()))
+        let key = key.as_bytes();
+        self.sensitive_keys.iter().any(|sensitive| {
+            let needle = sensitive.as_bytes();
+            needle.is_empty()
+                || (needle.len() <= key.len()
+                    && key.windows(needle.len()).any(|window| {
+                        window
+                            .iter()
+                            .zip(needle)
+                            .all(|(byte, wanted)| byte.to_ascii_lowercase() == *wanted)
+                    }))
+        })
     }
 
     fn replacement(&self, kind: &str, matched: &str) -> String {
@@ -238,6 +245,44 @@ mod tests {
         assert!(!e.properties.contains_key("password"));
         assert_eq!(e.properties["cards"], serde_json::json!(["plain"]));
         assert_eq!(e.properties["order_id"], "1700000000000");
+    }
+
+    #[test]
+    fn sensitive_keys_match_like_a_lowercased_search() {
+        let config = PiiConfig {
+            sensitive_keys: vec![
+                "Password".into(),
+                "api_key".into(),
+                "ß".into(),
+                String::new(),
+            ],
+            ..PiiConfig::default()
+        };
+        let mut step = PiiSanitizer::new(&config, "s", &|_| None).unwrap();
+        let old = |step: &PiiSanitizer, key: &str| {
+            let lower = key.to_ascii_lowercase();
+            step.sensitive_keys
+                .iter()
+                .any(|s| lower.contains(s.as_str()))
+        };
+        let keys = [
+            "password",
+            "userPASSWORD2",
+            "pass",
+            "x_API_KEY",
+            "apikey",
+            "Straße",
+            "",
+            "é",
+        ];
+        for key in keys {
+            assert_eq!(step.is_sensitive_key(key), old(&step, key), "{key}");
+        }
+        step.sensitive_keys.pop();
+        for key in keys {
+            assert_eq!(step.is_sensitive_key(key), old(&step, key), "{key}");
+        }
+        assert!(step.is_sensitive_key("userPASSWORD2") && !step.is_sensitive_key("pass"));
     }
 
     #[test]

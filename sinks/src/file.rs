@@ -34,8 +34,15 @@ impl FileSink {
 
     fn write_batch(path: PathBuf, fsync: bool, batch: Vec<Arc<Event>>) -> Result<(), SendError> {
         let mut by_file: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        // The file name is formatted once per hour of the batch, not once per event.
+        let mut current: Option<(i64, String)> = None;
         for event in &batch {
-            let buffer = by_file.entry(FileSink::file_name(event)).or_default();
+            let hour = event.received_at.timestamp().div_euclid(3600);
+            let name = match &current {
+                Some((known, name)) if *known == hour => name,
+                _ => &current.insert((hour, FileSink::file_name(event))).1,
+            };
+            let buffer = by_file.entry(name.clone()).or_default();
             serde_json::to_writer(&mut *buffer, event.as_ref())
                 .map_err(|e| SendError::Permanent(format!("cannot encode event: {e}")))?;
             buffer.push(b'\n');

@@ -373,6 +373,12 @@ async fn read_counters(target: &Target, token: Option<&str>) -> Result<SinkCount
 
 /// VmRSS in kB, and utime + stime in clock ticks, of `pid`.
 fn process_sample(pid: u32) -> Option<(u64, u64)> {
+    let (rss, (user, system)) = process_sample_split(pid)?;
+    Some((rss, user + system))
+}
+
+/// VmRSS in kB, and (utime, stime) in clock ticks, of `pid`.
+fn process_sample_split(pid: u32) -> Option<(u64, (u64, u64))> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss = status
         .lines()
@@ -382,16 +388,21 @@ fn process_sample(pid: u32) -> Option<(u64, u64)> {
         .trim()
         .parse()
         .ok()?;
-    Some((rss, cpu_ticks(&format!("/proc/{pid}/stat"))?))
+    Some((rss, cpu_split(&format!("/proc/{pid}/stat"))?))
 }
 
 fn cpu_ticks(path: &str) -> Option<u64> {
+    cpu_split(path).map(|(user, system)| user + system)
+}
+
+/// (utime, stime) in clock ticks from a /proc stat file.
+fn cpu_split(path: &str) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which may contain spaces) start at ") ".
     let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// Clock ticks per second of /proc/<pid>/stat (USER_HZ, 100 on Linux).
@@ -517,7 +528,7 @@ async fn run(args: Args, target: Arc<Target>) -> ExitCode {
     let deadline = start + Duration::from_secs_f64(args.duration);
     let next_id = Arc::new(AtomicU64::new(0));
     let self_ticks_start = cpu_ticks("/proc/self/stat").unwrap_or(0);
-    let server_start = args.pid.and_then(process_sample);
+    let server_start = args.pid.and_then(process_sample_split);
     let mut workers = Vec::new();
     for index in 0..args.concurrency {
         let worker = Worker {
@@ -568,7 +579,7 @@ async fn run(args: Args, target: Arc<Target>) -> ExitCode {
         .unwrap_or(0)
         .saturating_sub(self_ticks_start) as f64
         / TICKS_PER_SECOND;
-    let server_end = args.pid.and_then(process_sample);
+    let server_end = args.pid.and_then(process_sample_split);
     let at_end = read_counters(&target, token).await.ok();
 
     // Wait (bounded) for every sink to pass everything appended.
@@ -677,11 +688,15 @@ async fn run(args: Args, target: Arc<Target>) -> ExitCode {
         println!("(could not read the server's counters after the run)");
     }
     let mut server_cpu = None;
-    if let (Some((_, ticks_start)), Some((_, ticks_end))) = (server_start, server_end) {
-        let cpu = ticks_end.saturating_sub(ticks_start) as f64 / TICKS_PER_SECOND;
+    if let (Some((_, (user_start, system_start))), Some((_, (user_end, system_end)))) =
+        (server_start, server_end)
+    {
+        let user = user_end.saturating_sub(user_start) as f64 / TICKS_PER_SECOND;
+        let system = system_end.saturating_sub(system_start) as f64 / TICKS_PER_SECOND;
+        let cpu = user + system;
         server_cpu = Some(cpu);
         println!(
-            "server CPU {cpu:.1} CPU-s during the run ({:.0}% of one core; {:.1} us/event)",
+            "server CPU {cpu:.1} CPU-s during the run ({:.0}% of one core; {:.1} us/event; user {user:.1} s, kernel {system:.1} s)",
             cpu / sent_seconds * 100.0,
             cpu * 1e6 / events.max(1) as f64
         );
