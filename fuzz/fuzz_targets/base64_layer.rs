@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
         (Some("compression=base64"), None),
         (None, None),
         (None, Some("application/x-www-form-urlencoded")),
-        (Some("compression=b64"), Some("application/x-www-form-urlencoded; charset=UTF-8")),
+        (
+            Some("compression=b64"),
+            Some("application/x-www-form-urlencoded; charset=UTF-8"),
+        ),
     ] {
         let request = CaptureRequest {
             query,
@@ -27,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(payload) = decode_payload(&request, &LIMITS) {
             assert!(payload.json.len() <= LIMITS.max_decompressed_bytes);
             let first = payload.json.iter().find(|b| !b.is_ascii_whitespace());
-            assert!(matches!(first, Some(b'{') | Some(b'[')), "only JSON comes out");
+            assert!(
+                matches!(first, Some(b'{') | Some(b'[')),
+                "only JSON comes out"
+            );
         }
     }
 });

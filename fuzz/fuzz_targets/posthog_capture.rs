@@ -9,9 +9,17 @@ use switchyard_router::posthog_capture::{decode_capture, CaptureLimits, CaptureR
 
 const FRAMES: [(Option<&str>, Option<&str>, Option<&str>); 8] = [
     (None, None, None),
-    (Some("compression=gzip-js&ver=1.0&_=1714564805000"), Some("text/plain"), None),
+    (
+        Some("compression=gzip-js&ver=1.0&_=1714564805000"),
+        Some("text/plain"),
+        None,
+    ),
     (Some("compression=base64"), None, None),
-    (Some("compression=lz64"), Some("application/x-www-form-urlencoded"), None),
+    (
+        Some("compression=lz64"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ),
     (None, Some("application/x-www-form-urlencoded"), None),
     (None, None, Some("gzip")),
     (None, None, Some("lz64")),
@@ -62,9 +70,15 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(normalized.events.len() + normalized.rejected.len(), count);
     for event in &normalized.events {
         assert!(event.user_id.is_some() || event.anonymous_id.is_some());
-        assert!(!event.properties.contains_key("token"), "the project key never reaches a sink");
+        assert!(
+            !event.properties.contains_key("token"),
+            "the project key never reaches a sink"
+        );
         if selector & 1 == 0 {
-            assert!(!event.properties.contains_key("$ip"), "$ip only from trusted proxies");
+            assert!(
+                !event.properties.contains_key("$ip"),
+                "$ip only from trusted proxies"
+            );
         }
     }
 });

@@ -19,6 +19,9 @@ fuzz_target!(|body: &[u8]| {
     };
     let normalized = normalize_all(decoded, &facts);
     // Every message is either an event or a rejection, never both, never lost.
-    assert_eq!(normalized.events.len() + normalized.rejected.len(), messages);
+    assert_eq!(
+        normalized.events.len() + normalized.rejected.len(),
+        messages
+    );
     assert_eq!(normalized.events.len(), normalized.client_message_ids.len());
 });

@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let normalized = normalize_all(decoded, &facts);
     for event in &normalized.events {
-        assert_eq!(event.kind, kind, "the endpoint's type wins or the message is rejected");
+        assert_eq!(
+            event.kind, kind,
+            "the endpoint's type wins or the message is rejected"
+        );
         assert!(event.user_id.is_some() || event.anonymous_id.is_some());
     }
 });
