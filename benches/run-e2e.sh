@@ -10,6 +10,7 @@
 #          clickhouse (ClickHouse + vendor fakes: not automated yet, prints why), all
 #   default cases: disk memory latency
 #   --quick: 10 s runs (soak 60 s) for a smoke check; the headline figure is 60 s (the default).
+#   --no-build: use the binaries in target/release; SWITCHYARD_BIN=path runs another switchyard build.
 # Every figure printed is from switchyard-loadgen; the load average is printed before each case.
 set -euo pipefail
 
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
         --concurrency) CONCURRENCY="$2"; shift ;;
         --batch) BATCH="$2"; shift ;;
         --rate) RATE="$2"; shift ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         all) CASES+=(disk memory latency soak clickhouse) ;;
         disk|memory|latency|soak|clickhouse) CASES+=("$1") ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
@@ -175,7 +176,7 @@ for case in "${CASES[@]}"; do
             # Not automated yet: the vendor fakes (tests/src/fakes.rs) live in the tests crate's
             # library, keep every request and event in memory (gigabytes within seconds at these
             # rates) and would share the two cores with the server; see BENCHMARKS.md.
-            echo "== case clickhouse: not automated yet (see BENCHMARKS.md, end-to-end with ClickHouse)"
+            echo "== case clickhouse: not automated yet (see BENCHMARKS.md, \"What is left\")"
             ;;
     esac
 done

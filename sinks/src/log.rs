@@ -28,6 +28,8 @@ const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
 /// Memory a decoded event takes per byte of its JSON: measured at about 5 on the bench corpus (~900
 /// bytes of canonical JSON), the maps' B-tree nodes and the many small strings outweighing the text.
 const DECODED_PER_ENCODED_BYTE: usize = 5;
+/// Most encoded bytes one read from disk decodes (at least one record is always returned).
+const DISK_READ_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 
 /// Where and how the log keeps its records.
 #[derive(Debug, Clone)]
@@ -684,10 +686,16 @@ impl IngestLog {
             .rposition(|(first, _, _)| *first <= from_seq)
             .unwrap_or(0);
         let mut records = Vec::new();
+        // A sink that fell behind the cache reads at most this much JSON per call: decoded, a
+        // read of 256 large records took hundreds of MB at once.
+        let mut read_bytes = 0usize;
+        let full = |records: &Vec<Record>, read_bytes: usize| {
+            records.len() >= max_records || read_bytes >= DISK_READ_BUDGET_BYTES
+        };
         for (first_seq, path, valid_bytes) in segments.into_iter().skip(start_index) {
             let mut reader = SegmentReader::open(&path, first_seq)?;
             reader.limit = valid_bytes;
-            while records.len() < max_records {
+            while !full(&records, read_bytes) {
                 let Some(header) = reader.next_header()? else {
                     break;
                 };
@@ -696,18 +704,21 @@ impl IngestLog {
                     continue;
                 }
                 match reader.read_payload(&header)? {
-                    Some(events) => records.push(Record {
-                        seq: header.seq,
-                        appended_at_ms: header.appended_at_ms,
-                        bytes: header.length as usize,
-                        events,
-                    }),
+                    Some(events) => {
+                        read_bytes += header.length as usize;
+                        records.push(Record {
+                            seq: header.seq,
+                            appended_at_ms: header.appended_at_ms,
+                            bytes: header.length as usize,
+                            events,
+                        })
+                    }
                     None => {
                         tracing::error!(segment = %path.display(), seq = header.seq, "ingest log: corrupt record skipped");
                     }
                 }
             }
-            if records.len() >= max_records {
+            if full(&records, read_bytes) {
                 break;
             }
         }
@@ -1035,6 +1046,27 @@ mod tests {
         log.commit("a", appended).unwrap();
         assert_eq!(log.used_bytes(), 0);
         assert!(log.append(vec![event("y")]).is_ok());
+    }
+
+    #[test]
+    fn reads_from_disk_are_bounded_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = IngestLog::open(LogOptions {
+            cache_bytes: 0,
+            segment_bytes: 1 << 30,
+            ..disk_options(dir.path())
+        })
+        .unwrap();
+        for i in 0..4 {
+            let mut big = event(&format!("m{i}"));
+            big.properties
+                .insert("blob".into(), "x".repeat(3_500_000).into());
+            log.append(vec![big]).unwrap();
+        }
+        // Only the newest record is cached; the read from 0 goes to disk and stops past 8 MiB.
+        let first = log.read(0, 100).unwrap();
+        assert_eq!(ids(&first), ["m0", "m1", "m2"]);
+        assert_eq!(ids(&log.read(3, 100).unwrap()), ["m3"]);
     }
 
     #[test]
