@@ -92,6 +92,7 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
                 config.tracking_plan = Some(v)
             }),
             "sessions" => section(&key, value, &mut problems, |v| config.sessions = v),
+            "kpis" => section(&key, value, &mut problems, |v| config.kpis = v),
             "sanitizers" => {
                 config.sanitizers = sanitizer_list("sanitizers", value, &mut problems);
             }
@@ -110,7 +111,7 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             },
             _ => problems.push(ConfigProblem {
                 path: key.clone(),
-                message: "unknown section: expected server, sources, sanitizers, sinks, delivery, rollout, consent, limits, tracking_plan, sessions or admin"
+                message: "unknown section: expected server, sources, sanitizers, sinks, delivery, rollout, consent, limits, tracking_plan, sessions, kpis or admin"
                     .into(),
             }),
         }
@@ -282,6 +283,37 @@ fn is_valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// Checks `[kpis]`: a named sink must exist and be a ClickHouse sink; the bounds must be positive.
+fn validate_kpis(config: &Config, push: &mut impl FnMut(&str, String)) {
+    let kpis = &config.kpis;
+    if let Some(name) = &kpis.sink {
+        match config.sinks.get(name) {
+            None => push("kpis.sink", format!("no sink named `{name}`")),
+            Some(sink) if !matches!(sink.kind, SinkKind::Clickhouse(_)) => push(
+                "kpis.sink",
+                format!(
+                    "sink `{name}` is a {} sink; KPIs read a clickhouse sink's tables",
+                    sink.kind.type_name()
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    for (path, value) in [
+        ("kpis.max_range_days", u64::from(kpis.max_range_days)),
+        (
+            "kpis.session_timeout_minutes",
+            u64::from(kpis.session_timeout_minutes),
+        ),
+        ("kpis.query_timeout_secs", kpis.query_timeout_secs),
+        ("kpis.cache_entries", kpis.cache_entries as u64),
+    ] {
+        if value == 0 {
+            push(path, "must be > 0".into());
+        }
+    }
+}
+
 /// Checks values across sections.
 fn validate(config: &Config) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
@@ -406,6 +438,7 @@ fn validate(config: &Config) -> Vec<ConfigProblem> {
             }
         }
     }
+    validate_kpis(config, &mut push);
     if let Some(listen) = &config.admin.listen {
         if listen.parse::<std::net::SocketAddr>().is_err() {
             push(

@@ -27,6 +27,8 @@ pub struct Config {
     /// `[sessions]`: server-side sessions (off by default).
     pub sessions: SessionsConfig,
     pub limits: LimitsConfig,
+    /// `[kpis]`: the product KPI API and the console's charts, read from a ClickHouse sink's tables.
+    pub kpis: KpiConfig,
 }
 
 /// `[server]`.
@@ -416,6 +418,55 @@ impl Default for SessionsConfig {
             emit_events: true,
             max_sessions: 1_000_000,
             persist_interval_secs: 30,
+        }
+    }
+}
+
+/// How the funnel KPI is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FunnelStrategy {
+    /// ClickHouse's `windowFunnel` when the server has it, otherwise `client`.
+    #[default]
+    Auto,
+    /// Always `windowFunnel` (fails on servers without it).
+    WindowFunnel,
+    /// Each person's funnel events are fetched in time order and walked by Switchyard, with the same
+    /// rules as `windowFunnel`.
+    Client,
+}
+
+/// `[kpis]`: the KPI API (`/api/kpis/...`) over a ClickHouse sink's tables. On by default when exactly
+/// one ClickHouse sink is configured. See docs/kpis.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KpiConfig {
+    /// The ClickHouse sink whose tables are read; may be omitted when there is exactly one.
+    pub sink: Option<String>,
+    /// How long a computed answer is served from memory (0 disables the cache).
+    pub cache_ttl_secs: u64,
+    /// Longest `start`..`end` range a request may ask for, in days.
+    pub max_range_days: u32,
+    /// Inactivity that ends a session for events without a session id.
+    pub session_timeout_minutes: u32,
+    /// `auto`, `window_funnel` or `client`.
+    pub funnel: FunnelStrategy,
+    /// Bound on each query to ClickHouse.
+    pub query_timeout_secs: u64,
+    /// Most answers kept in the cache.
+    pub cache_entries: usize,
+}
+
+impl Default for KpiConfig {
+    fn default() -> Self {
+        KpiConfig {
+            sink: None,
+            cache_ttl_secs: 60,
+            max_range_days: 400,
+            session_timeout_minutes: 30,
+            funnel: FunnelStrategy::Auto,
+            query_timeout_secs: 30,
+            cache_entries: 512,
         }
     }
 }

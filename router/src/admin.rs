@@ -88,7 +88,30 @@ fn audit(data_dir: &Path, record: serde_json::Value) {
     }
 }
 
-fn authorize(app: &App, request: &Request<Incoming>) -> Result<(), ApiError> {
+/// The newest `limit` audit records, newest first, read from at most the last 8 MiB of the log (the
+/// log only grows; older records stay in the file). A torn line (a crash mid-write) is skipped.
+fn read_audit(data_dir: &Path, limit: usize) -> std::io::Result<Vec<serde_json::Value>> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL_BYTES: u64 = 8 * 1024 * 1024;
+    let mut file = match std::fs::File::open(data_dir.join("audit.ndjson")) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    let length = file.metadata()?.len();
+    file.seek(SeekFrom::Start(length.saturating_sub(TAIL_BYTES)))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(text
+        .lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .take(limit)
+        .collect())
+}
+
+pub(crate) fn authorize(app: &App, request: &Request<Incoming>) -> Result<(), ApiError> {
     let runtime = app.runtime();
     let Some(token) = runtime.config.admin.token.as_deref() else {
         return Err(ApiError::not_found(
@@ -214,6 +237,31 @@ pub async fn route(
             Ok(json_response(
                 StatusCode::OK,
                 &serde_json::json!({"since": switchyard_schemas::time::format_timestamp(&since), "sinks": sinks}),
+            ))
+        }
+        (["admin", "audit"], &Method::GET) => {
+            let mut limit = 100usize;
+            for (key, value) in form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
+                if key == "limit" {
+                    limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=10_000).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::bad_request("invalid_limit", "limit must be 1 to 10000")
+                        })?;
+                }
+            }
+            let records = read_audit(app.data_dir(), limit).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "read_failed",
+                    format!("cannot read the audit log: {e}"),
+                )
+            })?;
+            Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({"records": records}),
             ))
         }
         (["admin", "quarantine", "replay"], &Method::POST) => {

@@ -28,6 +28,9 @@ pub struct Runtime {
     pub limiters: crate::limits::Limiters,
     /// The tracking plan and each source's modes (None without `[tracking_plan]`).
     pub plan: Option<Arc<crate::plan_stage::PlanStage>>,
+    /// The KPI API's service, or why it is off (no ClickHouse sink...). A reload starts it afresh
+    /// (with an empty cache).
+    pub kpis: Result<Arc<crate::kpis::KpiService>, String>,
 }
 
 impl Runtime {
@@ -61,7 +64,9 @@ impl Runtime {
             .collect();
         let limiters = crate::limits::Limiters::new(&config.limits);
         let plan = crate::plan_stage::PlanStage::build(&config)?.map(Arc::new);
+        let kpis = crate::kpis::service_for(&config);
         Ok(Runtime {
+            kpis,
             config,
             write_keys,
             posthog_tokens,

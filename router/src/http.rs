@@ -75,7 +75,7 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    fn method_not_allowed(allow: &'static str) -> ApiError {
+    pub fn method_not_allowed(allow: &'static str) -> ApiError {
         let mut error = ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -302,6 +302,12 @@ async fn route(
     let method = request.method().clone();
     if path.starts_with("/admin") && role != Role::Ingest {
         return crate::admin::route(app, request, &path).await;
+    }
+    if (path == "/api/kpis" || path.starts_with("/api/kpis/")) && role != Role::Ingest {
+        return crate::kpis::route(app, request, &path).await;
+    }
+    if (path == "/console" || path.starts_with("/console/")) && role != Role::Ingest {
+        return crate::console::route(&app, &request, &path);
     }
     if role == Role::Admin && path != "/health" {
         return Err(ApiError::not_found(format!(
