@@ -74,6 +74,29 @@ enum Command {
         #[command(subcommand)]
         action: DeadLetterAction,
     },
+    /// Send the seeded synthetic demo events (users, sessions, a Signed Up -> Activated -> Purchased
+    /// funnel) to a running switchyard, or print them as NDJSON with --print.
+    Demo {
+        /// The switchyard ingest address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A source's write key (not needed when no [sources] are configured).
+        #[arg(long, env = "SWITCHYARD_WRITE_KEY")]
+        write_key: Option<String>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 300)]
+        users: usize,
+        /// Days of history, ending today (or --end).
+        #[arg(long, default_value_t = 56)]
+        days: u32,
+        /// Last day of the history (YYYY-MM-DD, UTC; default today).
+        #[arg(long)]
+        end: Option<String>,
+        /// Print the events as NDJSON instead of sending them.
+        #[arg(long)]
+        print: bool,
+    },
     /// Tracking plans: check a plan, test events against it, replay quarantined events.
     Plan {
         #[command(subcommand)]
@@ -118,6 +141,34 @@ enum DeadLetterAction {
         #[command(flatten)]
         target: AdminTarget,
     },
+}
+
+/// Posts `events` to `{url}/v1/batch` in batches of 500; stops at the first refused batch.
+async fn send_demo(url: &str, write_key: Option<&str>, events: &[serde_json::Value]) -> Result<(), String> {
+    let client = reqwest::Client::new();
+    let endpoint = format!("{}/v1/batch", url.trim_end_matches('/'));
+    for chunk in events.chunks(500) {
+        let mut request = client
+            .post(&endpoint)
+            .json(&serde_json::json!({ "batch": chunk }));
+        if let Some(key) = write_key {
+            request = request.basic_auth(key, Some(""));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {endpoint}: {}", e.without_url()))?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(format!("{endpoint} answered {status}: {body}"));
+        }
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if answer["rejected"].as_array().is_some_and(|r| !r.is_empty()) {
+            return Err(format!("some demo events were rejected: {body}"));
+        }
+    }
+    Ok(())
 }
 
 fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, std::io::Error> {
@@ -263,6 +314,50 @@ pub fn main() -> ExitCode {
         Command::DefaultConfig => {
             print!("{}", switchyard_config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
+        }
+        Command::Demo {
+            url,
+            write_key,
+            seed,
+            users,
+            days,
+            end,
+            print,
+        } => {
+            let end = match end.as_deref().map(|text| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")) {
+                None => chrono::Utc::now().date_naive(),
+                Some(Ok(date)) => date,
+                Some(Err(_)) => {
+                    eprintln!("--end: expected a date like 2024-05-31");
+                    return ExitCode::from(2);
+                }
+            };
+            let events = crate::demo::generate(&crate::demo::DemoSpec {
+                seed,
+                users,
+                days,
+                end,
+            });
+            if print {
+                for event in &events {
+                    println!("{event}");
+                }
+                return ExitCode::SUCCESS;
+            }
+            match block_on(send_demo(&url, write_key.as_deref(), &events)) {
+                Ok(Ok(())) => {
+                    println!("sent {} demo events ({users} users, {days} days to {end}) to {url}", events.len());
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(message)) => {
+                    eprintln!("demo: {message}");
+                    ExitCode::FAILURE
+                }
+                Err(error) => {
+                    eprintln!("demo: {error}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Report {
             since,

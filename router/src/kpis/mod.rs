@@ -133,7 +133,7 @@ impl KpiService {
     /// Runs one query and returns its TabSeparated rows split into fields.
     async fn query(&self, sql: &str) -> Result<Vec<Vec<String>>, KpiError> {
         let url = self.target.url.trim_end_matches('/');
-        let mut request = self
+        let request = self
             .http
             .post(format!("{url}/"))
             .query(&[(
@@ -142,9 +142,6 @@ impl KpiService {
             )])
             .basic_auth(&self.target.user, self.target.password.as_deref())
             .body(sql.to_string());
-        if self.target.password.is_none() {
-            request = request.header("X-ClickHouse-User", &self.target.user);
-        }
         let response = request.send().await.map_err(|e| KpiError::Unreachable {
             url: url.to_string(),
             reason: e.without_url().to_string(),
