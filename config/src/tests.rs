@@ -232,3 +232,45 @@ fn batch_defaults_depend_on_the_sink_type() {
     assert_eq!(warehouse.max_wait_ms, 250, "the user's value wins");
     assert_eq!(config.sinks["local"].common.batch.max_events, 1000);
 }
+
+#[test]
+fn demo_example_is_valid_and_enables_kpis() {
+    let text = include_str!("../examples/demo.toml");
+    let lookup = |name: &str| match name {
+        "CLICKHOUSE_URL" => Some("http://127.0.0.1:8123".to_string()),
+        "SWITCHYARD_ADMIN_TOKEN" => Some("demo-admin-token-0123456789".to_string()),
+        _ => None,
+    };
+    let config = parse(text, &lookup).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.kpis.sink.as_deref(), Some("warehouse"));
+    assert_eq!(config.sinks["candidate"].common.rollout.percent, 10.0);
+}
+
+#[test]
+fn kpis_section_is_checked() {
+    let found = problems(
+        r#"
+        [sinks.local]
+        type = "file"
+        path = "/tmp/x"
+        [kpis]
+        sink = "local"
+        max_range_days = 0
+        funnel = "magic"
+        "#,
+    );
+    assert!(found.iter().any(|p| p.contains("funnel")), "{found:?}");
+    let found = problems(
+        r#"
+        [sinks.local]
+        type = "file"
+        path = "/tmp/x"
+        [kpis]
+        sink = "local"
+        max_range_days = 0
+        "#,
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().any(|p| p.contains("kpis.sink") && p.contains("file sink")));
+    assert!(found.iter().any(|p| p.contains("kpis.max_range_days")));
+}
