@@ -271,6 +271,8 @@ fn kpis_section_is_checked() {
         "#,
     );
     assert_eq!(found.len(), 2, "{found:?}");
-    assert!(found.iter().any(|p| p.contains("kpis.sink") && p.contains("file sink")));
+    assert!(found
+        .iter()
+        .any(|p| p.contains("kpis.sink") && p.contains("file sink")));
     assert!(found.iter().any(|p| p.contains("kpis.max_range_days")));
 }

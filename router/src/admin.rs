@@ -241,7 +241,9 @@ pub async fn route(
         }
         (["admin", "audit"], &Method::GET) => {
             let mut limit = 100usize;
-            for (key, value) in form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
+            for (key, value) in
+                form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+            {
                 if key == "limit" {
                     limit = value
                         .parse()

@@ -144,7 +144,11 @@ enum DeadLetterAction {
 }
 
 /// Posts `events` to `{url}/v1/batch` in batches of 500; stops at the first refused batch.
-async fn send_demo(url: &str, write_key: Option<&str>, events: &[serde_json::Value]) -> Result<(), String> {
+async fn send_demo(
+    url: &str,
+    write_key: Option<&str>,
+    events: &[serde_json::Value],
+) -> Result<(), String> {
     let client = reqwest::Client::new();
     let endpoint = format!("{}/v1/batch", url.trim_end_matches('/'));
     for chunk in events.chunks(500) {
@@ -324,7 +328,10 @@ pub fn main() -> ExitCode {
             end,
             print,
         } => {
-            let end = match end.as_deref().map(|text| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")) {
+            let end = match end
+                .as_deref()
+                .map(|text| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d"))
+            {
                 None => chrono::Utc::now().date_naive(),
                 Some(Ok(date)) => date,
                 Some(Err(_)) => {
@@ -346,7 +353,10 @@ pub fn main() -> ExitCode {
             }
             match block_on(send_demo(&url, write_key.as_deref(), &events)) {
                 Ok(Ok(())) => {
-                    println!("sent {} demo events ({users} users, {days} days to {end}) to {url}", events.len());
+                    println!(
+                        "sent {} demo events ({users} users, {days} days to {end}) to {url}",
+                        events.len()
+                    );
                     ExitCode::SUCCESS
                 }
                 Ok(Err(message)) => {

@@ -19,7 +19,11 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 
 /// Serves `/console` and its assets. The admin API must be enabled (an `[admin] token`): without it
 /// the console could show nothing.
-pub fn route(app: &App, request: &Request<Incoming>, path: &str) -> Result<Response<Body>, ApiError> {
+pub fn route(
+    app: &App,
+    request: &Request<Incoming>,
+    path: &str,
+) -> Result<Response<Body>, ApiError> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return Err(ApiError::method_not_allowed("GET"));
     }
@@ -43,7 +47,10 @@ pub fn route(app: &App, request: &Request<Incoming>, path: &str) -> Result<Respo
         "content-security-policy",
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
     );
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     Ok(response)
 }

@@ -161,9 +161,8 @@ pub fn generate(spec: &DemoSpec) -> Vec<Value> {
                     let id = format!("demo-{}-{index}-{}", spec.seed, events.len());
                     events.push(message(&person, kind, name, clock, &id, session));
                 }
-                clock += Duration::seconds(
-                    random.between(MIN_GAP_BETWEEN_SESSIONS_SECS, 3 * 3600),
-                ) + Duration::milliseconds(random.between(0, 999));
+                clock += Duration::seconds(random.between(MIN_GAP_BETWEEN_SESSIONS_SECS, 3 * 3600))
+                    + Duration::milliseconds(random.between(0, 999));
             }
         }
     }
@@ -195,10 +194,9 @@ mod tests {
         assert!(events.len() > 100);
         let received = Utc::now();
         for message in &events {
-            let time = switchyard_schemas::time::parse_timestamp(
-                message["timestamp"].as_str().unwrap(),
-            )
-            .unwrap();
+            let time =
+                switchyard_schemas::time::parse_timestamp(message["timestamp"].as_str().unwrap())
+                    .unwrap();
             let day = time.date_naive();
             assert!(day >= NaiveDate::from_ymd_opt(2024, 5, 1).unwrap());
             assert!(day <= NaiveDate::from_ymd_opt(2024, 5, 21).unwrap());
@@ -222,6 +220,8 @@ mod tests {
         }
         assert!(events.iter().any(|e| e["event"] == FUNNEL[2]));
         assert!(events.iter().any(|e| e.get("userId").is_none()));
-        assert!(events.iter().any(|e| e["context"].get("sessionId").is_some()));
+        assert!(events
+            .iter()
+            .any(|e| e["context"].get("sessionId").is_some()));
     }
 }

@@ -87,8 +87,8 @@ max_wait_ms = 100
     .await;
     assert_eq!(stored, messages.len() as u64, "{}", switchyard.logs());
 
-    let screenshots = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/console-screenshots");
+    let screenshots =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
     let start = end - chrono::Duration::days(27);
     let base = switchyard.url("");
     let output = tokio::task::spawn_blocking(move || {
@@ -114,9 +114,17 @@ max_wait_ms = 100
         .rev()
         .find_map(|line| serde_json::from_str(line).ok())
         .unwrap_or_else(|| panic!("no report from console.mjs:\n{stdout}\n{stderr}"));
-    assert_eq!(report["ok"], true, "{report:#}\n{stderr}\n{}", switchyard.logs());
+    assert_eq!(
+        report["ok"],
+        true,
+        "{report:#}\n{stderr}\n{}",
+        switchyard.logs()
+    );
     let findings = &report["findings"];
-    assert!(findings["reconciliationRows"].as_u64().unwrap() > 0, "{findings}");
+    assert!(
+        findings["reconciliationRows"].as_u64().unwrap() > 0,
+        "{findings}"
+    );
 
     // What the browser did is what the server now holds, and it was audited as the console's doing.
     let sinks: Value = http
@@ -171,22 +179,49 @@ path = "{dir}/events"
     // The shell holds no data, so it loads without a token; the APIs it calls demand one.
     let page = http.get(switchyard.url("/console")).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    let policy = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"));
     assert!(page.text().await.unwrap().contains("/console/console.js"));
-    for (asset, kind) in [("console.js", "text/javascript"), ("console.css", "text/css")] {
+    for (asset, kind) in [
+        ("console.js", "text/javascript"),
+        ("console.css", "text/css"),
+    ] {
         let response = http
             .get(switchyard.url(&format!("/console/{asset}")))
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
-        assert!(response.headers()["content-type"].to_str().unwrap().starts_with(kind));
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
     }
     assert_eq!(
-        http.get(switchyard.url("/console/../admin/sinks")).send().await.unwrap().status(),
+        http.get(switchyard.url("/console/../admin/sinks"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         401
     );
-    assert_eq!(http.get(switchyard.url("/console/secret.txt")).send().await.unwrap().status(), 404);
-    assert_eq!(http.get(switchyard.url("/admin/audit")).send().await.unwrap().status(), 401);
+    assert_eq!(
+        http.get(switchyard.url("/console/secret.txt"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        http.get(switchyard.url("/admin/audit"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
 }

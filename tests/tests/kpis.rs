@@ -250,7 +250,8 @@ async fn kpis_match_values_computed_from_the_demo_events() {
     let range = format!("start={START}&end={END}");
 
     // Events per day, all and filtered.
-    let mut per_day: BTreeMap<NaiveDate, u64> = days(start, end).into_iter().map(|d| (d, 0)).collect();
+    let mut per_day: BTreeMap<NaiveDate, u64> =
+        days(start, end).into_iter().map(|d| (d, 0)).collect();
     let mut searches = per_day.clone();
     for e in &events {
         *per_day.get_mut(&e.day).unwrap() += 1;
@@ -263,7 +264,9 @@ async fn kpis_match_values_computed_from_the_demo_events() {
     assert_eq!(answer["start"], START);
     assert_eq!(answer["end"], END);
     assert_eq!(series(&answer), counts(per_day));
-    let answer = api.json(&format!("/api/kpis/events?{range}&event=Search")).await;
+    let answer = api
+        .json(&format!("/api/kpis/events?{range}&event=Search"))
+        .await;
     assert_eq!(series(&answer), counts(searches));
 
     // Active users by day, week and month.
@@ -279,8 +282,10 @@ async fn kpis_match_values_computed_from_the_demo_events() {
         for e in &events {
             people.entry(bucket(e.day)).or_default().insert(&e.person);
         }
-        let expected: BTreeMap<NaiveDate, u64> =
-            people.into_iter().map(|(d, p)| (d, p.len() as u64)).collect();
+        let expected: BTreeMap<NaiveDate, u64> = people
+            .into_iter()
+            .map(|(d, p)| (d, p.len() as u64))
+            .collect();
         let answer = api
             .json(&format!("/api/kpis/active-users?{range}&grain={grain}"))
             .await;
@@ -294,35 +299,66 @@ async fn kpis_match_values_computed_from_the_demo_events() {
     let answer = api
         .json("/api/kpis/active-users?start=2024-05-20&end=2024-05-20&event=Activated")
         .await;
-    assert_eq!(series(&answer), vec![("2024-05-20".to_string(), Value::from(activated.len()))]);
+    assert_eq!(
+        series(&answer),
+        vec![("2024-05-20".to_string(), Value::from(activated.len()))]
+    );
 
     // Sessions: count, average, p50, p95 per start day.
     for (filter, event) in [("", None), ("&event=Activated", Some(FUNNEL[1]))] {
         let list = sessions(&events, 30 * 60 * 1000, event);
         let mut by_day: BTreeMap<NaiveDate, Vec<i64>> = BTreeMap::new();
         for (started, duration) in &list {
-            let day = chrono::DateTime::from_timestamp_millis(*started).unwrap().date_naive();
+            let day = chrono::DateTime::from_timestamp_millis(*started)
+                .unwrap()
+                .date_naive();
             by_day.entry(day).or_default().push(*duration);
         }
-        let count = api.json(&format!("/api/kpis/sessions?{range}&metric=count{filter}")).await;
-        let avg = api.json(&format!("/api/kpis/sessions?{range}&metric=avg{filter}")).await;
-        let p50 = api.json(&format!("/api/kpis/sessions?{range}&metric=p50{filter}")).await;
-        let p95 = api.json(&format!("/api/kpis/sessions?{range}&metric=p95{filter}")).await;
+        let count = api
+            .json(&format!("/api/kpis/sessions?{range}&metric=count{filter}"))
+            .await;
+        let avg = api
+            .json(&format!("/api/kpis/sessions?{range}&metric=avg{filter}"))
+            .await;
+        let p50 = api
+            .json(&format!("/api/kpis/sessions?{range}&metric=p50{filter}"))
+            .await;
+        let p95 = api
+            .json(&format!("/api/kpis/sessions?{range}&metric=p95{filter}"))
+            .await;
         for (index, day) in days(start, end).into_iter().enumerate() {
             let mut durations = by_day.get(&day).cloned().unwrap_or_default();
             durations.sort();
-            let at = |q: f64| durations[((q * durations.len() as f64) as usize).min(durations.len() - 1)] as f64 / 1000.0;
+            let at = |q: f64| {
+                durations[((q * durations.len() as f64) as usize).min(durations.len() - 1)] as f64
+                    / 1000.0
+            };
             assert_eq!(count["series"][index]["date"], day.to_string());
-            assert_eq!(count["series"][index]["value"], Value::from(durations.len()), "{day}{filter}");
+            assert_eq!(
+                count["series"][index]["value"],
+                Value::from(durations.len()),
+                "{day}{filter}"
+            );
             if durations.is_empty() {
                 assert!(avg["series"][index]["value"].is_null());
                 continue;
             }
             let mean = durations.iter().sum::<i64>() as f64 / durations.len() as f64 / 1000.0;
             let got = avg["series"][index]["value"].as_f64().unwrap();
-            assert!((got - mean).abs() < 1e-6, "avg {day}{filter}: {got} vs {mean}");
-            assert_eq!(p50["series"][index]["value"].as_f64().unwrap(), at(0.5), "p50 {day}{filter}");
-            assert_eq!(p95["series"][index]["value"].as_f64().unwrap(), at(0.95), "p95 {day}{filter}");
+            assert!(
+                (got - mean).abs() < 1e-6,
+                "avg {day}{filter}: {got} vs {mean}"
+            );
+            assert_eq!(
+                p50["series"][index]["value"].as_f64().unwrap(),
+                at(0.5),
+                "p50 {day}{filter}"
+            );
+            assert_eq!(
+                p95["series"][index]["value"].as_f64().unwrap(),
+                at(0.95),
+                "p95 {day}{filter}"
+            );
         }
         assert!(!list.is_empty());
     }
@@ -331,10 +367,17 @@ async fn kpis_match_values_computed_from_the_demo_events() {
     for (window, secs) in [("1d", 86_400), ("14d", 14 * 86_400)] {
         let expected = funnel_reached(&events, &FUNNEL, secs);
         let answer = api
-            .json(&format!("/api/kpis/funnel?{range}&steps=Signed%20Up,Activated,Purchased&window={window}"))
+            .json(&format!(
+                "/api/kpis/funnel?{range}&steps=Signed%20Up,Activated,Purchased&window={window}"
+            ))
             .await;
         assert_eq!(answer["params"]["computed_by"], "windowFunnel");
-        let values: Vec<u64> = answer["series"].as_array().unwrap().iter().map(|p| p["value"].as_u64().unwrap()).collect();
+        let values: Vec<u64> = answer["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["value"].as_u64().unwrap())
+            .collect();
         assert_eq!(values, expected, "window {window}");
         assert_eq!(answer["series"][2]["step"], "Purchased");
         assert_eq!(
@@ -344,7 +387,10 @@ async fn kpis_match_values_computed_from_the_demo_events() {
         assert!(expected[0] > expected[1] && expected[1] > expected[2] && expected[2] > 0);
     }
     // Late purchases exist, so a longer window converts more people.
-    assert!(funnel_reached(&events, &FUNNEL, 14 * 86_400)[2] > funnel_reached(&events, &FUNNEL, 86_400)[2]);
+    assert!(
+        funnel_reached(&events, &FUNNEL, 14 * 86_400)[2]
+            > funnel_reached(&events, &FUNNEL, 86_400)[2]
+    );
 
     // Weekly retention: cohort = week of first event; value = people of the cohort active k weeks on.
     let mut weeks: HashMap<&str, BTreeSet<NaiveDate>> = HashMap::new();
@@ -355,10 +401,14 @@ async fn kpis_match_values_computed_from_the_demo_events() {
     for active in weeks.values() {
         let cohort = *active.iter().next().unwrap();
         for week in active {
-            *table.entry((cohort, (*week - cohort).num_days() / 7)).or_default() += 1;
+            *table
+                .entry((cohort, (*week - cohort).num_days() / 7))
+                .or_default() += 1;
         }
     }
-    let answer = api.json(&format!("/api/kpis/retention?{range}&cohort=week")).await;
+    let answer = api
+        .json(&format!("/api/kpis/retention?{range}&cohort=week"))
+        .await;
     let last_week = monday(end);
     let mut rows = 0;
     for point in answer["series"].as_array().unwrap() {
@@ -366,12 +416,19 @@ async fn kpis_match_values_computed_from_the_demo_events() {
         let period = point["period"].as_i64().unwrap();
         let size = table[&(cohort, 0)];
         assert_eq!(point["cohort_size"], Value::from(size));
-        assert_eq!(point["value"], Value::from(table.get(&(cohort, period)).copied().unwrap_or(0)), "{cohort} +{period}");
+        assert_eq!(
+            point["value"],
+            Value::from(table.get(&(cohort, period)).copied().unwrap_or(0)),
+            "{cohort} +{period}"
+        );
         assert!(cohort + chrono::Duration::days(7 * period) <= last_week);
         rows += 1;
     }
     let cohorts: BTreeSet<NaiveDate> = table.keys().map(|(c, _)| *c).collect();
-    let expected_rows: i64 = cohorts.iter().map(|c| (last_week - *c).num_days() / 7 + 1).sum();
+    let expected_rows: i64 = cohorts
+        .iter()
+        .map(|c| (last_week - *c).num_days() / 7 + 1)
+        .sum();
     assert_eq!(rows, expected_rows);
 
     // Cache: the same question again is served from memory; CSV shares the entry.
@@ -379,32 +436,54 @@ async fn kpis_match_values_computed_from_the_demo_events() {
     assert_eq!(api.get(&path).await.headers()["x-switchyard-cache"], "hit");
     let csv = api.get(&format!("{path}&format=csv")).await;
     assert_eq!(csv.headers()["x-switchyard-cache"], "hit");
-    assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(csv.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
     let text = csv.text().await.unwrap();
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("date,value"));
     assert_eq!(lines.count(), days(start, end).len());
     let funnel_csv = api
-        .get(&format!("/api/kpis/funnel?{range}&steps=Signed%20Up,Activated&format=csv"))
+        .get(&format!(
+            "/api/kpis/funnel?{range}&steps=Signed%20Up,Activated&format=csv"
+        ))
         .await
         .text()
         .await
         .unwrap();
-    assert!(funnel_csv.starts_with("date,value,step,conversion,step_conversion\n"), "{funnel_csv}");
+    assert!(
+        funnel_csv.starts_with("date,value,step,conversion,step_conversion\n"),
+        "{funnel_csv}"
+    );
 
     // Source filter: with no [sources], every event has source `default`.
-    let answer = api.json(&format!("/api/kpis/events?{range}&source=default")).await;
-    assert_eq!(answer["series"][10]["value"], api.json(&path).await["series"][10]["value"]);
-    let answer = api.json(&format!("/api/kpis/events?{range}&source=ios")).await;
-    assert!(series(&answer).iter().all(|(_, v)| *v == Value::from(0)));
+    let answer = api
+        .json(&format!("/api/kpis/events?{range}&source=default"))
+        .await;
+    assert_eq!(
+        answer["series"][10]["value"],
+        api.json(&path).await["series"][10]["value"]
+    );
+    let answer = api
+        .json(&format!("/api/kpis/events?{range}&source=ios"))
+        .await;
+    assert!(series(&answer).iter().all(|(_, v)| v.as_u64() == Some(0)));
 
     // Bad requests: every problem at once; auth; unknown metric.
-    let response = api.get("/api/kpis/sessions?start=2024-02-30&metric=p99&color=red").await;
+    let response = api
+        .get("/api/kpis/sessions?start=2024-02-30&metric=p99&color=red")
+        .await;
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("start") && message.contains("p99") && message.contains("color"), "{message}");
-    let response = api.get("/api/kpis/events?start=2020-01-01&end=2024-01-01").await;
+    assert!(
+        message.contains("start") && message.contains("p99") && message.contains("color"),
+        "{message}"
+    );
+    let response = api
+        .get("/api/kpis/events?start=2020-01-01&end=2024-01-01")
+        .await;
     assert_eq!(response.status(), 400);
     assert_eq!(api.get("/api/kpis/revenue").await.status(), 404);
     let anonymous = api.client.get(switchyard.url(&path)).send().await.unwrap();
@@ -426,11 +505,22 @@ async fn kpis_match_values_computed_from_the_demo_events() {
     assert_eq!(reload.status(), 200, "{}", reload.text().await.unwrap());
     for (window, secs) in [("1d", 86_400), ("14d", 14 * 86_400)] {
         let answer = api
-            .json(&format!("/api/kpis/funnel?{range}&steps=Signed%20Up,Activated,Purchased&window={window}"))
+            .json(&format!(
+                "/api/kpis/funnel?{range}&steps=Signed%20Up,Activated,Purchased&window={window}"
+            ))
             .await;
         assert_eq!(answer["params"]["computed_by"], "client");
-        let values: Vec<u64> = answer["series"].as_array().unwrap().iter().map(|p| p["value"].as_u64().unwrap()).collect();
-        assert_eq!(values, funnel_reached(&events, &FUNNEL, secs), "client window {window}");
+        let values: Vec<u64> = answer["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["value"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            values,
+            funnel_reached(&events, &FUNNEL, secs),
+            "client window {window}"
+        );
     }
 }
 
@@ -460,5 +550,8 @@ path = "{dir}/events"
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "kpis_disabled");
-    assert!(body["error"]["message"].as_str().unwrap().contains("ClickHouse"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("ClickHouse"));
 }

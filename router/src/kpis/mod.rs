@@ -16,8 +16,8 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYP
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use switchyard_config::{FunnelStrategy, KpiConfig};
 use switchyard_config::Config;
+use switchyard_config::{FunnelStrategy, KpiConfig};
 use switchyard_sinks::settings::{ClickhouseSinkConfig, SinkKind};
 
 use crate::app::App;
@@ -92,28 +92,27 @@ pub fn service_for(config: &Config) -> Result<Arc<KpiService>, String> {
             _ => None,
         })
         .collect();
-    let (sink, target) = match &config.kpis.sink {
-        Some(name) => clickhouse
-            .iter()
-            .find(|(sink, _)| *sink == name)
-            .copied()
-            .ok_or_else(|| format!("kpis.sink `{name}` is not a ClickHouse sink"))?,
-        None => match clickhouse.as_slice() {
-            [only] => *only,
-            [] => {
-                return Err(
-                    "KPIs read a ClickHouse sink's tables and no ClickHouse sink is configured"
-                        .to_string(),
-                )
-            }
-            _ => {
-                return Err(
+    let (sink, target) =
+        match &config.kpis.sink {
+            Some(name) => clickhouse
+                .iter()
+                .find(|(sink, _)| *sink == name)
+                .copied()
+                .ok_or_else(|| format!("kpis.sink `{name}` is not a ClickHouse sink"))?,
+            None => match clickhouse.as_slice() {
+                [only] => *only,
+                [] => {
+                    return Err(
+                        "KPIs read a ClickHouse sink's tables and no ClickHouse sink is configured"
+                            .to_string(),
+                    )
+                }
+                _ => return Err(
                     "several ClickHouse sinks are configured: name one with [kpis] sink = \"...\""
                         .to_string(),
-                )
-            }
-        },
-    };
+                ),
+            },
+        };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(config.kpis.query_timeout_secs))
         .build()
@@ -152,7 +151,13 @@ impl KpiService {
             reason: e.without_url().to_string(),
         })?;
         if !status.is_success() {
-            let reason: String = text.lines().next().unwrap_or("").chars().take(300).collect();
+            let reason: String = text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(300)
+                .collect();
             return Err(KpiError::Server {
                 url: url.to_string(),
                 reason: format!("HTTP {status}: {reason}"),
@@ -521,9 +526,10 @@ pub async fn route(
         return Err(ApiError::method_not_allowed("GET"));
     }
     let runtime = app.runtime();
-    let service = runtime.kpis.as_ref().map_err(|reason| {
-        ApiError::new(StatusCode::NOT_FOUND, "kpis_disabled", reason.clone())
-    })?;
+    let service = runtime
+        .kpis
+        .as_ref()
+        .map_err(|reason| ApiError::new(StatusCode::NOT_FOUND, "kpis_disabled", reason.clone()))?;
     let name = path.trim_start_matches("/api/kpis").trim_start_matches('/');
     if name.is_empty() {
         return Ok(json_response(

@@ -102,11 +102,20 @@ impl SessionStat {
 /// Which KPI, with its own parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Metric {
-    ActiveUsers { grain: Grain },
+    ActiveUsers {
+        grain: Grain,
+    },
     Events,
-    Sessions { stat: SessionStat },
-    Funnel { steps: Vec<String>, window_secs: u64 },
-    Retention { cohort: Grain },
+    Sessions {
+        stat: SessionStat,
+    },
+    Funnel {
+        steps: Vec<String>,
+        window_secs: u64,
+    },
+    Retention {
+        cohort: Grain,
+    },
 }
 
 impl Metric {
@@ -375,10 +384,7 @@ mod tests {
         let request = parse("active-users", "", 400, date("2024-05-28")).unwrap();
         assert_eq!(request.start, date("2024-05-01"));
         assert_eq!(request.end, date("2024-05-28"));
-        assert_eq!(
-            request.metric,
-            Metric::ActiveUsers { grain: Grain::Day }
-        );
+        assert_eq!(request.metric, Metric::ActiveUsers { grain: Grain::Day });
         assert!(!request.csv);
     }
 

@@ -162,7 +162,12 @@ impl Queries {
 
     /// `level, people`: how many people got exactly that far through `steps` (level 0 never appears:
     /// people without the first step are not in the funnel).
-    pub fn funnel_levels(&self, request: &KpiRequest, steps: &[String], window_secs: u64) -> String {
+    pub fn funnel_levels(
+        &self,
+        request: &KpiRequest,
+        steps: &[String],
+        window_secs: u64,
+    ) -> String {
         let conditions = steps
             .iter()
             .map(|step| format!("event = {}", literal(step)))
