@@ -48,20 +48,28 @@ class ApiError extends Error {
 function askForToken() {
   if (state.tokenPrompt) return state.tokenPrompt;
   const dialog = $('#token-dialog');
-  state.tokenPrompt = new Promise((resolve) => {
+  state.tokenPrompt = new Promise((resolve, reject) => {
     const form = $('#token-form');
+    let settled = false;
     const submit = (event) => {
       event.preventDefault();
       const token = $('#token-input').value.trim();
       if (!token) return;
-      form.removeEventListener('submit', submit);
+      settled = true;
       state.token = token;
       sessionStorage.setItem(TOKEN_KEY, token);
       dialog.close();
-      state.tokenPrompt = null;
       resolve(token);
     };
+    // Escape (or any close without a token) gives up: the calls waiting on it fail with 401, and
+    // the next call that needs a token asks again.
+    const closed = () => {
+      form.removeEventListener('submit', submit);
+      state.tokenPrompt = null;
+      if (!settled) reject(new ApiError(401, 'An admin token is needed to see this.'));
+    };
     form.addEventListener('submit', submit);
+    dialog.addEventListener('close', closed, { once: true });
     dialog.showModal();
   });
   return state.tokenPrompt;
@@ -69,7 +77,8 @@ function askForToken() {
 
 async function api(path, options = {}, retried = false) {
   const headers = Object.assign({ Accept: 'application/json' }, options.headers || {});
-  if (state.token) headers.Authorization = 'Bearer ' + state.token;
+  const sentToken = state.token;
+  if (sentToken) headers.Authorization = 'Bearer ' + sentToken;
   let response;
   try {
     response = await fetch(path, Object.assign({}, options, { headers }));
@@ -77,11 +86,12 @@ async function api(path, options = {}, retried = false) {
     throw new ApiError(0, 'Switchyard cannot be reached: ' + error.message);
   }
   if (response.status === 401 && !retried) {
-    if (state.token) { // the stored token was refused
+    // Forget the token this call used, unless a newer one was entered meanwhile.
+    if (sentToken && state.token === sentToken) {
       state.token = null;
       sessionStorage.removeItem(TOKEN_KEY);
     }
-    await askForToken();
+    if (!state.token) await askForToken();
     return api(path, options, true);
   }
   const type = response.headers.get('content-type') || '';
@@ -105,6 +115,12 @@ function seconds(s) {
   return (s / 3600).toFixed(1) + ' h';
 }
 const isoDay = (date) => date.toISOString().slice(0, 10);
+function duration(totalSeconds) {
+  for (const [unit, size] of [['d', 86400], ['h', 3600], ['min', 60]]) {
+    if (totalSeconds >= size && totalSeconds % size === 0) return `${totalSeconds / size} ${unit}`;
+  }
+  return `${totalSeconds} s`;
+}
 
 function setState(node, text, isError = false) {
   node.hidden = !text;
@@ -383,14 +399,21 @@ function kpiPath(metric, extra = {}) {
   return `/api/kpis/${metric}?${params}`;
 }
 
+// Each card shows the answer to its latest request only: a slow older answer is dropped.
+const cardGeneration = {};
+
 async function loadCard(id, metric, extra, render) {
   const card = $('#' + id);
   const chart = $('.chart', card);
+  const generation = (cardGeneration[id] || 0) + 1;
+  cardGeneration[id] = generation;
+  const current = () => cardGeneration[id] === generation;
   card.classList.add('loading');
   card.dataset.state = 'loading';
   if (!chart.firstChild) chart.textContent = 'Loading…';
   try {
     const answer = await api(kpiPath(metric, extra));
+    if (!current()) return;
     const empty = !answer.series.length || answer.series.every((p) => !p.value);
     chart.replaceChildren();
     if (empty) {
@@ -402,12 +425,13 @@ async function loadCard(id, metric, extra, render) {
       card.dataset.state = 'ready';
     }
   } catch (error) {
+    if (!current()) return;
     chart.replaceChildren(element('p', { class: 'state error', text: error.message }),
       element('button', { type: 'button', text: 'Retry', onclick: () => loadCard(id, metric, extra, render) }));
     showDelta(card, null);
     card.dataset.state = 'error';
   } finally {
-    card.classList.remove('loading');
+    if (current()) card.classList.remove('loading');
   }
 }
 
@@ -443,7 +467,7 @@ function loadKpis() {
         element('span', { class: 'num', text: `${fmt(step.value)} · ${pct(step.conversion)}` })));
     }
     const lastStep = answer.series[answer.series.length - 1];
-    showDelta(card, null, `${pct(lastStep.conversion)} converted within ${answer.params.window_secs / 3600} h`);
+    showDelta(card, null, `${pct(lastStep.conversion)} converted within ${duration(answer.params.window_secs)}`);
   });
   loadCard('card-retention', 'retention', { cohort: 'week' }, (answer, chart, card) => {
     const cohorts = new Map();
@@ -478,10 +502,12 @@ async function downloadCsv(metric) {
   }[metric];
   try {
     const text = await api(kpiPath(metric, Object.assign({ format: 'csv' }, extra)), { headers: { Accept: 'text/csv' } });
-    const link = element('a', { href: URL.createObjectURL(new Blob([text], { type: 'text/csv' })), download: `switchyard-${metric}-${range().start}-${range().end}.csv` });
+    const href = URL.createObjectURL(new Blob([text], { type: 'text/csv' }));
+    const link = element('a', { href, download: `switchyard-${metric}-${range().start}-${range().end}.csv` });
     document.body.append(link);
     link.click();
     link.remove();
+    setTimeout(() => URL.revokeObjectURL(href), 10000);
   } catch (error) {
     setState($('#kpis-state'), 'CSV export failed: ' + error.message, true);
   }

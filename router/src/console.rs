@@ -1,6 +1,6 @@
 //! The operator console at `/console`: three small hand-written static files compiled into the
 //! binary (no CDN, no build step, works with no external network). The files hold no data: every
-//! figure comes from the admin and KPI APIs, which demand the admin token (see docs/console.md).
+//! figure comes from the admin and KPI APIs, which demand the admin token (see README.md, "Console and KPIs").
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};

@@ -98,8 +98,12 @@ fn message(
 /// The demo's events, in no particular order, every one inside the `days` ending with `end`.
 pub fn generate(spec: &DemoSpec) -> Vec<Value> {
     let mut random = Random(spec.seed);
-    let days = i64::from(spec.days.max(1));
-    let first_day = spec.end - Duration::days(days - 1);
+    // (Capped so that date arithmetic cannot overflow: about 27 years of history.)
+    let days = i64::from(spec.days.clamp(1, 10_000));
+    let first_day = spec
+        .end
+        .checked_sub_signed(Duration::days(days - 1))
+        .unwrap_or(NaiveDate::MIN);
     let midnight = |day: NaiveDate| day.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
     let mut events = Vec::new();
     for index in 0..spec.users {
@@ -149,7 +153,7 @@ pub fn generate(spec: &DemoSpec) -> Vec<Value> {
                     }
                     funnel_done = true;
                 } else if day > signup_day && random.chance(8) {
-                    // A purchase days later: outside a one-day funnel window.
+                    // A purchase on a later visit: usually beyond a one-day funnel window.
                     names.push(("track", FUNNEL[2]));
                 }
                 for (position, (kind, name)) in names.iter().enumerate() {

@@ -272,11 +272,30 @@ pub async fn handle(
     role: Role,
 ) -> Response<Body> {
     let request_id = request_id(request.headers());
-    let origin = request.headers().get(hyper::header::ORIGIN).cloned();
+    let path = request.uri().path();
+    let operator = ["/admin", "/api/", "/console"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix));
+    // CORS is for browser SDKs on the ingest endpoints; operator endpoints answer only same-origin
+    // browser requests (and tools that send no Origin).
+    let origin = if operator {
+        None
+    } else {
+        request.headers().get(hyper::header::ORIGIN).cloned()
+    };
     let runtime = app.runtime();
-    let mut response = route(app, peer, request, &request_id, role)
-        .await
-        .unwrap_or_else(ApiError::into_response);
+    let mut response = if operator && crate::cors::is_cross_site(request.headers()) {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_site",
+            "operator endpoints answer only pages of this server",
+        )
+        .into_response()
+    } else {
+        route(app, peer, request, &request_id, role)
+            .await
+            .unwrap_or_else(ApiError::into_response)
+    };
     if let Some(origin) = origin {
         crate::cors::decorate(&runtime.config.server.cors, &origin, response.headers_mut());
     }

@@ -88,6 +88,7 @@ try {
   findings.weekOverWeek = await page.textContent('#card-events .delta');
   check(findings.activeUserPoints > 0, 'active users chart has points');
   check(findings.eventBars > 0, 'events chart has bars');
+  check(findings.sessionPoints > 0, 'session duration chart has points');
   check(findings.funnelSteps.join(',') === 'Signed Up,Activated,Purchased', 'funnel steps ' + findings.funnelSteps);
   check(findings.retentionCohorts > 0, 'retention table has cohorts');
   check(/week over week/.test(findings.weekOverWeek), 'week-over-week delta shown: ' + findings.weekOverWeek);

@@ -200,14 +200,32 @@ path = "{dir}/events"
             .unwrap()
             .starts_with(kind));
     }
-    assert_eq!(
-        http.get(switchyard.url("/console/../admin/sinks"))
+    // Pages of other sites cannot use an operator's browser (or a token-adding proxy).
+    for (name, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "https://evil.example"),
+    ] {
+        let response = http
+            .get(switchyard.url("/admin/sinks"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header(name, value)
             .send()
             .await
-            .unwrap()
-            .status(),
-        401
-    );
+            .unwrap();
+        assert_eq!(response.status(), 403, "{name}: {value}");
+        assert!(response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none());
+    }
+    let same_origin = http
+        .get(switchyard.url("/admin/sinks"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same_origin.status(), 200);
     assert_eq!(
         http.get(switchyard.url("/console/secret.txt"))
             .send()

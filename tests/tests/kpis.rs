@@ -489,6 +489,87 @@ async fn kpis_match_values_computed_from_the_demo_events() {
     let anonymous = api.client.get(switchyard.url(&path)).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
 
+    // Edges: a range starting mid-week, after many people's first events.
+    let (sub_start, sub_end) = (date("2024-05-08"), date("2024-05-20"));
+    let sub_range = format!("start={sub_start}&end={sub_end}");
+    let inside: Vec<Seen> = events
+        .iter()
+        .filter(|e| e.day >= sub_start && e.day <= sub_end)
+        .cloned()
+        .collect();
+    // Weekly active users count only the days inside the range.
+    let mut people: BTreeMap<NaiveDate, BTreeSet<&str>> = days(sub_start, sub_end)
+        .into_iter()
+        .map(|d| (monday(d), BTreeSet::new()))
+        .collect();
+    for e in &inside {
+        people.entry(monday(e.day)).or_default().insert(&e.person);
+    }
+    let expected: BTreeMap<NaiveDate, u64> = people
+        .into_iter()
+        .map(|(d, p)| (d, p.len() as u64))
+        .collect();
+    let answer = api
+        .json(&format!("/api/kpis/active-users?{sub_range}&grain=week"))
+        .await;
+    assert_eq!(series(&answer), counts(expected), "weekly, mid-week start");
+    // Sessions are built from the range's events only.
+    let mut per_day: BTreeMap<NaiveDate, u64> = days(sub_start, sub_end)
+        .into_iter()
+        .map(|d| (d, 0))
+        .collect();
+    for (started, _) in sessions(&inside, 30 * 60 * 1000, None) {
+        let day = chrono::DateTime::from_timestamp_millis(started)
+            .unwrap()
+            .date_naive();
+        *per_day.get_mut(&day).unwrap() += 1;
+    }
+    let answer = api
+        .json(&format!("/api/kpis/sessions?{sub_range}&metric=count"))
+        .await;
+    assert_eq!(series(&answer), counts(per_day));
+    // Retention: cohorts come from first events before the range too; earlier cohorts are left out.
+    let mut weeks: HashMap<&str, BTreeSet<NaiveDate>> = HashMap::new();
+    for e in events.iter().filter(|e| e.day <= sub_end) {
+        weeks.entry(&e.person).or_default().insert(monday(e.day));
+    }
+    let mut table: BTreeMap<(NaiveDate, i64), u64> = BTreeMap::new();
+    for active in weeks.values() {
+        let cohort = *active.iter().next().unwrap();
+        if cohort < monday(sub_start) {
+            continue;
+        }
+        for week in active {
+            *table
+                .entry((cohort, (*week - cohort).num_days() / 7))
+                .or_default() += 1;
+        }
+    }
+    let answer = api.json(&format!("/api/kpis/retention?{sub_range}")).await;
+    let got: BTreeMap<(NaiveDate, i64), u64> = answer["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["value"].as_u64().unwrap() > 0)
+        .map(|p| {
+            (
+                (
+                    date(p["date"].as_str().unwrap()),
+                    p["period"].as_i64().unwrap(),
+                ),
+                p["value"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, table, "retention over {sub_range}");
+    // Some people were first seen before the range: their cohorts are not listed.
+    let included: u64 = table
+        .iter()
+        .filter(|((_, period), _)| *period == 0)
+        .map(|(_, people)| people)
+        .sum();
+    assert!((weeks.len() as u64) > included);
+
     // The client-side funnel (servers without windowFunnel) gives the same answer.
     std::fs::write(
         &switchyard.config_path,

@@ -25,6 +25,9 @@ use crate::http::{json_response, ApiError, Body};
 use request::{Grain, KpiRequest, Metric, SessionStat};
 use sql::{walk_funnel, Queries, TimeLayout};
 
+/// Most rows one KPI query may return.
+const MAX_RESULT_ROWS: u64 = 5_000_000;
+
 /// Header telling whether an answer came from the cache (`hit`) or was computed (`miss`).
 pub const CACHE_HEADER: &str = "x-switchyard-cache";
 
@@ -135,10 +138,16 @@ impl KpiService {
         let request = self
             .http
             .post(format!("{url}/"))
-            .query(&[(
-                "max_execution_time",
-                self.settings.query_timeout_secs.to_string(),
-            )])
+            .query(&[
+                (
+                    "max_execution_time",
+                    self.settings.query_timeout_secs.to_string(),
+                ),
+                // Bounds what the router holds in memory (the client-side funnel reads one row per
+                // funnel event); beyond it the query fails with ClickHouse's own message.
+                ("max_result_rows", MAX_RESULT_ROWS.to_string()),
+                ("result_overflow_mode", "throw".to_string()),
+            ])
             .basic_auth(&self.target.user, self.target.password.as_deref())
             .body(sql.to_string());
         let response = request.send().await.map_err(|e| KpiError::Unreachable {

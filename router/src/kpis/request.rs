@@ -260,7 +260,10 @@ pub fn parse(
     };
     let start = match get("start") {
         Some(value) => parse_date("start", value, &mut problems),
-        None => end.map(|end| end - Duration::days(DEFAULT_RANGE_DAYS - 1)),
+        None => end.map(|end| {
+            let days = DEFAULT_RANGE_DAYS.min(i64::from(max_range_days.max(1)));
+            end - Duration::days(days - 1)
+        }),
     };
     if let (Some(start), Some(end)) = (start, end) {
         if start > end {
@@ -413,6 +416,9 @@ mod tests {
         let reversed = parse("events", "start=2024-05-02&end=2024-05-01", 400, today);
         assert!(reversed.unwrap_err()[0].contains("after"));
         assert!(parse("events", "start=2024-05-01&end=2024-05-01", 1, today).is_ok());
+        // The default range shrinks to the configured maximum.
+        let short = parse("events", "", 7, today).unwrap();
+        assert_eq!(short.start, date("2024-05-22"));
     }
 
     #[test]

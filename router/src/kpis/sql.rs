@@ -186,14 +186,14 @@ impl Queries {
     }
 
     /// `person, seconds, step` (1-based) for every funnel event, in person then time order: the input
-    /// of [`walk_funnel`].
+    /// of [`walk_funnel`]. Events of the same second come in step order, as `windowFunnel` sorts them
+    /// on servers that order ties at all, so a step and the step before it in one second connect.
     pub fn funnel_events(&self, request: &KpiRequest, steps: &[String]) -> String {
         format!(
             "SELECT person_id, toUInt32({seconds}) AS seconds, indexOf([{names}], event) AS step \
              FROM {table} FINAL WHERE {filter} AND event IN ({names}) \
-             ORDER BY person_id, {millis}, message_id FORMAT TabSeparated",
+             ORDER BY person_id, seconds, step FORMAT TabSeparated",
             seconds = self.layout.seconds(),
-            millis = self.layout.millis(),
             table = self.table,
             filter = self.filter(request, false),
             names = step_list(steps),
@@ -312,5 +312,48 @@ mod tests {
         assert!(sql.contains("source = 'web'"));
         assert!(sql.contains("toDate('2024-05-01')"));
         assert!(sql.contains("FINAL"));
+    }
+
+    #[test]
+    fn time_expressions_follow_the_layout() {
+        let request = crate::kpis::request::parse(
+            "sessions",
+            "start=2024-05-01&end=2024-05-07",
+            400,
+            NaiveDate::from_ymd_opt(2024, 5, 7).unwrap(),
+        )
+        .unwrap();
+        let steps = ["a".to_string(), "b".to_string()];
+        let modern = Queries {
+            table: "t".into(),
+            layout: TimeLayout::Modern,
+        };
+        let legacy = Queries {
+            table: "t".into(),
+            layout: TimeLayout::Legacy,
+        };
+        // DateTime64 has its milliseconds inside; windowFunnel takes whole-second DateTime.
+        assert!(modern
+            .sessions(&request, 1800)
+            .contains("toUnixTimestamp64Milli(timestamp)"));
+        assert!(!modern.sessions(&request, 1800).contains("timestamp_ms"));
+        assert!(modern
+            .funnel_levels(&request, &steps, 60)
+            .contains("windowFunnel(60)(toDateTime(timestamp, 'UTC'), event = 'a', event = 'b')"));
+        assert!(legacy
+            .sessions(&request, 1800)
+            .contains("toUInt64(timestamp) * 1000 + timestamp_ms"));
+        assert!(legacy
+            .funnel_levels(&request, &steps, 60)
+            .contains("windowFunnel(60)(timestamp, "));
+        assert!(legacy
+            .funnel_events(&request, &steps)
+            .contains("ORDER BY person_id, seconds, step"));
+    }
+
+    #[test]
+    fn same_second_steps_connect_in_step_order() {
+        // Step 2 and step 1 in the same second arrive sorted by step, so the chain forms.
+        assert_eq!(walk_funnel(&[(5, 1), (5, 2)], 2, 60), 2);
     }
 }
