@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use serde::Serialize;
 use switchyard_schemas::Event;
@@ -243,15 +244,26 @@ enum Delivery {
 /// The batch being assembled.
 struct Pending {
     events: Vec<Arc<Event>>,
+    /// Each event's JSON from the log, where the stage left the event as logged.
+    json: Vec<Option<Bytes>>,
     bytes: usize,
     started: Option<Instant>,
 }
 
+/// A batch to deliver: the events and, where known, their JSON as logged.
+struct Batch {
+    events: Vec<Arc<Event>>,
+    json: Vec<Option<Bytes>>,
+}
+
 impl Pending {
-    fn take(&mut self) -> Vec<Arc<Event>> {
+    fn take(&mut self) -> Batch {
         self.bytes = 0;
         self.started = None;
-        std::mem::take(&mut self.events)
+        Batch {
+            events: std::mem::take(&mut self.events),
+            json: std::mem::take(&mut self.json),
+        }
     }
 }
 
@@ -301,6 +313,7 @@ impl Runner {
         let max_wait = Duration::from_millis(self.parts.settings.batch.max_wait_ms);
         let mut pending = Pending {
             events: Vec::with_capacity(max_events.min(100_000)),
+            json: Vec::with_capacity(max_events.min(100_000)),
             bytes: 0,
             started: None,
         };
@@ -389,6 +402,14 @@ impl Runner {
                         StageOutcome::Keep(kept) => {
                             SinkStats::add(&self.parts.stats.offered, 1);
                             self.report_delta.count(event, Outcome::Offered);
+                            // The same Arc back means the stage did not touch the event, so the
+                            // log's JSON of it is still exact.
+                            let json = if Arc::ptr_eq(&kept, event) {
+                                record.json.get(index).cloned()
+                            } else {
+                                None
+                            };
+                            pending.json.push(json);
                             pending.events.push(kept);
                             pending.bytes += per_event_bytes;
                             pending.started.get_or_insert_with(Instant::now);
@@ -481,7 +502,11 @@ impl Runner {
                 let before = self.parts.stats.dead_lettered.load(Ordering::Relaxed);
                 let total = events.len() as u64;
                 for chunk in events.chunks(self.parts.settings.batch.max_events.max(1)) {
-                    if let Delivery::Interrupted = self.deliver(chunk.to_vec()).await {
+                    let batch = Batch {
+                        events: chunk.to_vec(),
+                        json: Vec::new(),
+                    };
+                    if let Delivery::Interrupted = self.deliver(batch).await {
                         // Shutting down: what was not re-sent goes back to the store.
                         let _ = self.parts.dead_letters.put(
                             chunk,
@@ -558,7 +583,11 @@ impl Runner {
         true
     }
 
-    async fn deliver(&mut self, batch: Vec<Arc<Event>>) -> Delivery {
+    async fn deliver(&mut self, batch: Batch) -> Delivery {
+        let Batch {
+            events: batch,
+            json,
+        } = batch;
         let size = batch.len();
         let started = Instant::now();
         let shadow = self.parts.rollout.is_shadow();
@@ -578,7 +607,7 @@ impl Runner {
             }
             attempts += 1;
             let send_started = Instant::now();
-            let outcome = self.parts.sink.send(&batch).await;
+            let outcome = self.parts.sink.send_with_json(&batch, &json).await;
             self.parts
                 .stats
                 .send_seconds

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use switchyard_schemas::Event;
 
 use crate::settings::FileSinkConfig;
@@ -32,19 +33,29 @@ impl FileSink {
         format!("events-{}.ndjson", event.received_at.format("%Y%m%d-%H"))
     }
 
-    fn write_batch(path: PathBuf, fsync: bool, batch: Vec<Arc<Event>>) -> Result<(), SendError> {
+    /// Writes the batch; `json[i]`, when present, is event i's canonical JSON (from the log), written
+    /// as is instead of encoding the event again.
+    fn write_batch(
+        path: PathBuf,
+        fsync: bool,
+        batch: Vec<Arc<Event>>,
+        json: Vec<Option<Bytes>>,
+    ) -> Result<(), SendError> {
         let mut by_file: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         // The file name is formatted once per hour of the batch, not once per event.
         let mut current: Option<(i64, String)> = None;
-        for event in &batch {
+        for (index, event) in batch.iter().enumerate() {
             let hour = event.received_at.timestamp().div_euclid(3600);
             let name = match &current {
                 Some((known, name)) if *known == hour => name,
                 _ => &current.insert((hour, FileSink::file_name(event))).1,
             };
             let buffer = by_file.entry(name.clone()).or_default();
-            serde_json::to_writer(&mut *buffer, event.as_ref())
-                .map_err(|e| SendError::Permanent(format!("cannot encode event: {e}")))?;
+            match json.get(index) {
+                Some(Some(encoded)) => buffer.extend_from_slice(encoded),
+                _ => serde_json::to_writer(&mut *buffer, event.as_ref())
+                    .map_err(|e| SendError::Permanent(format!("cannot encode event: {e}")))?,
+            }
             buffer.push(b'\n');
         }
         for (name, bytes) in by_file {
@@ -76,10 +87,19 @@ impl Sink for FileSink {
     }
 
     async fn send(&self, batch: &[Arc<Event>]) -> Result<(), SendError> {
+        self.send_with_json(batch, &[]).await
+    }
+
+    async fn send_with_json(
+        &self,
+        batch: &[Arc<Event>],
+        json: &[Option<Bytes>],
+    ) -> Result<(), SendError> {
         let path = self.config.path.clone();
         let fsync = self.config.fsync;
         let batch = batch.to_vec();
-        tokio::task::spawn_blocking(move || FileSink::write_batch(path, fsync, batch))
+        let json = json.to_vec();
+        tokio::task::spawn_blocking(move || FileSink::write_batch(path, fsync, batch, json))
             .await
             .map_err(|e| SendError::Retryable(format!("file writer task failed: {e}")))?
     }

@@ -19,15 +19,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use switchyard_schemas::Event;
 use tokio::sync::watch;
 
 const HEADER_BYTES: usize = 24;
 /// A record larger than this is treated as corruption (the ingest limits keep real ones far smaller).
 const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
-/// Memory a decoded event takes per byte of its JSON: measured at about 5 on the bench corpus (~900
-/// bytes of canonical JSON), the maps' B-tree nodes and the many small strings outweighing the text.
-const DECODED_PER_ENCODED_BYTE: usize = 5;
+/// Memory a cached record takes per byte of its JSON: the decoded events measured at about 5 on the
+/// bench corpus (~900 bytes of canonical JSON; the maps' B-tree nodes and the many small strings
+/// outweigh the text), plus the JSON itself, kept for sinks that reuse it.
+const DECODED_PER_ENCODED_BYTE: usize = 6;
 /// Most encoded bytes one read from disk decodes (at least one record is always returned).
 const DISK_READ_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 
@@ -93,6 +95,39 @@ pub struct Record {
     /// Encoded size, used to size batches.
     pub bytes: usize,
     pub events: Arc<[Arc<Event>]>,
+    /// Each event's JSON, as written in the log (slices of the record's one buffer): sinks that
+    /// write the canonical JSON reuse it instead of encoding the event again.
+    pub json: Arc<[Bytes]>,
+}
+
+/// Encodes `events` as the JSON array a record holds, after `buffer`'s current contents, and returns
+/// each event's byte range in `buffer`. The bytes are exactly `serde_json::to_writer(&events)`'s.
+fn encode_events(buffer: &mut Vec<u8>, events: &[Event]) -> Result<Vec<(usize, usize)>, LogError> {
+    let mut spans = Vec::with_capacity(events.len());
+    buffer.push(b'[');
+    for (index, event) in events.iter().enumerate() {
+        if index > 0 {
+            buffer.push(b',');
+        }
+        let start = buffer.len();
+        serde_json::to_writer(&mut *buffer, event).map_err(|e| LogError::Encode(e.to_string()))?;
+        spans.push((start, buffer.len()));
+    }
+    buffer.push(b']');
+    Ok(spans)
+}
+
+/// Decodes a record's payload into its events and each event's JSON (slices of `payload`); None
+/// when it is not a JSON array of events.
+fn decode_events(payload: Bytes) -> Option<(Arc<[Arc<Event>]>, Arc<[Bytes]>)> {
+    let raw: Vec<&serde_json::value::RawValue> = serde_json::from_slice(&payload).ok()?;
+    let mut events = Vec::with_capacity(raw.len());
+    let mut json = Vec::with_capacity(raw.len());
+    for value in raw {
+        events.push(Arc::new(serde_json::from_str::<Event>(value.get()).ok()?));
+        json.push(payload.slice_ref(value.get().as_bytes()));
+    }
+    Some((events.into(), json.into()))
 }
 
 /// What recovery found at start.
@@ -264,7 +299,7 @@ impl IngestLog {
         // typical event, so the record is written without copying or regrowing it.
         let mut record = Vec::with_capacity(HEADER_BYTES + events.len() * 1024);
         record.resize(HEADER_BYTES, 0);
-        serde_json::to_writer(&mut record, &events).map_err(|e| LogError::Encode(e.to_string()))?;
+        let spans = encode_events(&mut record, &events)?;
         let payload = &record[HEADER_BYTES..];
         let checksum = crc32fast::hash(payload);
         let appended_at_ms = chrono::Utc::now().timestamp_millis();
@@ -301,12 +336,18 @@ impl IngestLog {
                 )?;
             }
             writer.next_seq += 1;
+            let record = Bytes::from(std::mem::take(&mut record));
+            let json: Arc<[Bytes]> = spans
+                .into_iter()
+                .map(|(start, end)| record.slice(start..end))
+                .collect();
             // Cache under the writer lock so the cache stays in sequence order.
             self.cache_record(Record {
                 seq,
                 appended_at_ms,
                 bytes,
                 events,
+                json,
             });
             seq
         };
@@ -704,13 +745,14 @@ impl IngestLog {
                     continue;
                 }
                 match reader.read_payload(&header)? {
-                    Some(events) => {
+                    Some((events, json)) => {
                         read_bytes += header.length as usize;
                         records.push(Record {
                             seq: header.seq,
                             appended_at_ms: header.appended_at_ms,
                             bytes: header.length as usize,
                             events,
+                            json,
                         })
                     }
                     None => {
@@ -806,15 +848,16 @@ impl SegmentReader {
     }
 
     /// The record's events, or None when its checksum or encoding is wrong.
-    fn read_payload(&mut self, header: &Header) -> Result<Option<Arc<[Arc<Event>]>>, LogError> {
+    #[allow(clippy::type_complexity)]
+    fn read_payload(
+        &mut self,
+        header: &Header,
+    ) -> Result<Option<(Arc<[Arc<Event>]>, Arc<[Bytes]>)>, LogError> {
         let payload = self.read_raw(header)?;
         if crc32fast::hash(&payload) != header.checksum {
             return Ok(None);
         }
-        match serde_json::from_slice::<Vec<Event>>(&payload) {
-            Ok(events) => Ok(Some(events.into_iter().map(Arc::new).collect())),
-            Err(_) => Ok(None),
-        }
+        Ok(decode_events(Bytes::from(payload)))
     }
 }
 
@@ -906,6 +949,32 @@ mod tests {
             .iter()
             .flat_map(|r| r.events.iter().map(|e| e.message_id.clone()))
             .collect()
+    }
+
+    #[test]
+    fn each_events_json_is_its_canonical_encoding_from_cache_and_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut odd = event("m\"1");
+        odd.properties
+            .insert("text".into(), serde_json::json!("ünï \n ✓ \u{1}"));
+        let batch = vec![event("m0"), odd, event("m2")];
+        let expected: Vec<Vec<u8>> = batch
+            .iter()
+            .map(|e| serde_json::to_vec(e).unwrap())
+            .collect();
+        {
+            let log = IngestLog::open(disk_options(dir.path())).unwrap();
+            log.append(batch.clone()).unwrap();
+            let cached = log.read(0, 10).unwrap();
+            let json: Vec<Vec<u8>> = cached[0].json.iter().map(|b| b.to_vec()).collect();
+            assert_eq!(json, expected);
+        }
+        // After a restart the record comes from disk, with the same bytes.
+        let log = IngestLog::open(disk_options(dir.path())).unwrap();
+        let read = log.read(0, 10).unwrap();
+        let json: Vec<Vec<u8>> = read[0].json.iter().map(|b| b.to_vec()).collect();
+        assert_eq!(json, expected);
+        assert_eq!(read[0].events.len(), 3);
     }
 
     #[test]

@@ -49,6 +49,19 @@ pub trait Sink: Send + Sync + 'static {
     /// Sends one batch. Either the whole batch is accepted, or the error says what to do with it.
     async fn send(&self, batch: &[Arc<Event>]) -> Result<(), SendError>;
 
+    /// Like [`Sink::send`], with each event's canonical JSON as the ingest log holds it where the
+    /// sink's own stage left the event unchanged (`None` where it changed it, or the bytes are not
+    /// at hand). A sink that writes the canonical JSON overrides this to reuse the bytes instead of
+    /// encoding every event again; the others keep this default.
+    async fn send_with_json(
+        &self,
+        batch: &[Arc<Event>],
+        json: &[Option<bytes::Bytes>],
+    ) -> Result<(), SendError> {
+        let _ = json;
+        self.send(batch).await
+    }
+
     /// A cheap reachability check for `/ready`.
     async fn health(&self) -> Result<(), SinkError> {
         Ok(())
