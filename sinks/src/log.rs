@@ -117,9 +117,12 @@ fn encode_events(buffer: &mut Vec<u8>, events: &[Event]) -> Result<Vec<(usize, u
     Ok(spans)
 }
 
+/// A record's events and each one's JSON.
+type DecodedEvents = (Arc<[Arc<Event>]>, Arc<[Bytes]>);
+
 /// Decodes a record's payload into its events and each event's JSON (slices of `payload`); None
 /// when it is not a JSON array of events.
-fn decode_events(payload: Bytes) -> Option<(Arc<[Arc<Event>]>, Arc<[Bytes]>)> {
+fn decode_events(payload: Bytes) -> Option<DecodedEvents> {
     let raw: Vec<&serde_json::value::RawValue> = serde_json::from_slice(&payload).ok()?;
     let mut events = Vec::with_capacity(raw.len());
     let mut json = Vec::with_capacity(raw.len());
@@ -848,11 +851,7 @@ impl SegmentReader {
     }
 
     /// The record's events, or None when its checksum or encoding is wrong.
-    #[allow(clippy::type_complexity)]
-    fn read_payload(
-        &mut self,
-        header: &Header,
-    ) -> Result<Option<(Arc<[Arc<Event>]>, Arc<[Bytes]>)>, LogError> {
+    fn read_payload(&mut self, header: &Header) -> Result<Option<DecodedEvents>, LogError> {
         let payload = self.read_raw(header)?;
         if crc32fast::hash(&payload) != header.checksum {
             return Ok(None);
