@@ -452,18 +452,33 @@ impl IngestLog {
 
     /// Flushes written records to stable storage if any were written since the last flush.
     pub fn sync(&self) -> Result<(), LogError> {
-        let mut writer = lock(&self.writer);
-        if !writer.dirty {
-            return Ok(());
-        }
-        writer.dirty = false;
-        let path = writer
-            .segments
-            .last()
-            .map(|s| s.path.clone())
-            .unwrap_or_default();
-        if let Some(file) = writer.active.as_ref() {
-            file.sync_data().map_err(io_error(&path))?;
+        // The fsync runs on a duplicate of the segment's descriptor *outside* the writer lock: it
+        // can take tens of milliseconds with a second of writes to flush, and appends (requests
+        // waiting for their 2xx) must not wait for it. Whatever is written meanwhile marks the log
+        // dirty again and is flushed by the next sync.
+        let (file, path) = {
+            let mut writer = lock(&self.writer);
+            if !writer.dirty {
+                return Ok(());
+            }
+            writer.dirty = false;
+            let path = writer
+                .segments
+                .last()
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
+            let file = match writer.active.as_ref() {
+                Some(file) => Some(file.try_clone().map_err(io_error(&path))?),
+                None => None,
+            };
+            (file, path)
+        };
+        if let Some(file) = file {
+            if let Err(error) = file.sync_data() {
+                // Not flushed: the next sync must try again.
+                lock(&self.writer).dirty = true;
+                return Err(io_error(&path)(error));
+            }
         }
         Ok(())
     }

@@ -132,6 +132,15 @@ try {
   await page.fill('#threshold', '0');
   findings.highlightedAtZero = await page.$$eval('#reconciliation-table tbody tr.beyond', (rows) => rows.length);
 
+  // Empty state: a range with no events says so instead of drawing empty charts.
+  await page.fill('#range-start', '2001-01-01');
+  await page.fill('#range-end', '2001-01-28');
+  await page.click('#range-form button[type=submit]');
+  await page.waitForSelector('#card-events[data-state=empty]');
+  await page.waitForSelector('#card-active-users[data-state=empty]');
+  findings.emptyText = await page.textContent('#card-events .chart');
+  check(/No events/.test(findings.emptyText), 'empty state explained: ' + findings.emptyText);
+
   // Error state: a range the server refuses shows its message in the cards.
   await page.fill('#range-start', '2000-01-01');
   await page.click('#range-form button[type=submit]');

@@ -89,6 +89,7 @@ max_wait_ms = 100
 
     let screenshots =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
+    let screenshot_dir = screenshots.clone();
     let start = end - chrono::Duration::days(27);
     let base = switchyard.url("");
     let output = tokio::task::spawn_blocking(move || {
@@ -121,6 +122,9 @@ max_wait_ms = 100
         switchyard.logs()
     );
     let findings = &report["findings"];
+    for shot in std::fs::read_dir(&screenshot_dir).unwrap().flatten() {
+        println!("screenshot: {}", shot.path().display());
+    }
     assert!(
         findings["reconciliationRows"].as_u64().unwrap() > 0,
         "{findings}"
