@@ -7,7 +7,8 @@
 #                           [--batch N] [--rate EVENTS_PER_S] [CASE...]
 #   cases: disk (the headline: durability disk, flat out), memory (durability memory, flat out),
 #          latency (fixed rate at half the disk case's max, or --rate), soak (flat out with RSS),
-#          clickhouse (ClickHouse + vendor fakes: not automated yet, prints why), all
+#          clickhouse (a local ClickHouse server + PostHog and Statsig sinks against
+#          switchyard-acceptor; needs clickhouse-server), all
 #   default cases: disk memory latency
 #   --quick: 10 s runs (soak 60 s) for a smoke check; the headline figure is 60 s (the default).
 #   --no-build: use the binaries in target/release; SWITCHYARD_BIN=path runs another switchyard build.
@@ -44,7 +45,7 @@ cd "$ROOT"
 if [ "$BUILD" = 1 ]; then
     echo "== building release binaries"
     cargo build --release -p switchyard-router --bin switchyard
-    cargo build --release -p switchyard-benches --bin switchyard-loadgen
+    cargo build --release -p switchyard-benches --bin switchyard-loadgen --bin switchyard-acceptor
 fi
 SWITCHYARD="${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}"
 LOADGEN="$ROOT/target/release/switchyard-loadgen"
@@ -142,6 +143,90 @@ run_case() {
     rm -rf "$WORK/$name/data"
 }
 
+# The ClickHouse case: a local clickhouse-server (its own data dir under $WORK), PostHog and Statsig
+# sinks pointed at switchyard-acceptor (accepts everything, counts; the strict fakes of the tests
+# check wire formats but keep every event in memory), no file sink. Delivered counts come from the
+# three sinks' counters.
+run_clickhouse_case() {
+    local ch="$WORK/clickhouse" dir="$WORK/clickhouse-case" http_port tcp_port acceptor_log accept_url port ch_pid
+    http_port="$(free_port)"; tcp_port="$(free_port)"
+    mkdir -p "$ch"/{log,data,tmp,user_files,format_schemas} "$dir"
+    cat >"$ch/config.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+    <logger><level>warning</level><log>$ch/log/server.log</log><errorlog>$ch/log/error.log</errorlog><size>10M</size><count>1</count></logger>
+    <listen_host>127.0.0.1</listen_host><http_port>$http_port</http_port><tcp_port>$tcp_port</tcp_port>
+    <path>$ch/data/</path><tmp_path>$ch/tmp/</tmp_path><user_files_path>$ch/user_files/</user_files_path>
+    <format_schema_path>$ch/format_schemas/</format_schema_path><users_config>$ch/users.xml</users_config>
+    <default_profile>default</default_profile><default_database>default</default_database><timezone>UTC</timezone>
+    <mark_cache_size>268435456</mark_cache_size>
+</yandex>
+XML
+    cat >"$ch/users.xml" <<'XML'
+<?xml version="1.0"?>
+<yandex>
+    <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+    <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+    <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+XML
+    "$(command -v clickhouse-server || echo /usr/sbin/clickhouse-server)" --config-file="$ch/config.xml" >"$ch/log/stdout.log" 2>&1 &
+    ch_pid=$!
+    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$http_port/ping" >/dev/null && break; sleep 0.2; done
+    acceptor_log="$WORK/acceptor.log"
+    "$ROOT/target/release/switchyard-acceptor" --listen 127.0.0.1:0 >"$acceptor_log" 2>&1 &
+    FAKES_PID=$!
+    for _ in $(seq 1 50); do grep -q "listening on" "$acceptor_log" && break; sleep 0.1; done
+    accept_url="http://$(sed -n 's/^listening on //p' "$acceptor_log")"
+    port="$(free_port)"
+    cat >"$dir/switchyard.toml" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+data_dir = "$dir/data"
+
+[delivery]
+durability = "disk"
+
+[[sanitizers]]
+type = "pii"
+
+[sinks.warehouse]
+type = "clickhouse"
+url = "http://127.0.0.1:$http_port"
+database = "bench"
+table = "events"
+[sinks.warehouse.batch]
+max_events = 50000
+max_wait_ms = 1000
+
+[sinks.posthog]
+type = "posthog"
+url = "$accept_url"
+api_key = "phc_benchmark"
+
+[sinks.statsig]
+type = "statsig"
+url = "$accept_url"
+api_key = "secret-benchmark"
+TOML
+    start_server clickhouse-case "$port"
+    echo
+    echo "== case clickhouse: ClickHouse $(curl -s "http://127.0.0.1:$http_port/?query=SELECT%20version()") + PostHog + Statsig (switchyard-acceptor), durability disk, --duration $DURATION --concurrency $CONCURRENCY"
+    load_note
+    "$LOADGEN" --url "http://127.0.0.1:$port" --pid "$SERVER_PID" --batch "$BATCH" \
+        --json "$WORK/clickhouse.json" --duration "$DURATION" --concurrency "$CONCURRENCY"
+    stop_server
+    if grep -q -E "ERROR|panicked" "$dir/stderr.log"; then
+        echo "server errors:"; grep -E "ERROR|panicked" "$dir/stderr.log" | head -5
+    fi
+    echo "rows in ClickHouse: $(curl -s "http://127.0.0.1:$http_port/" --data-binary 'SELECT count() FROM bench.events')"
+    kill -TERM "$FAKES_PID" 2>/dev/null && wait "$FAKES_PID" 2>/dev/null || true
+    FAKES_PID=""
+    tail -1 "$acceptor_log" | sed 's/^/acceptor: /'
+    kill -TERM "$ch_pid" 2>/dev/null; wait "$ch_pid" 2>/dev/null || true
+    rm -rf "$dir/data" "$ch"
+}
+
 machine
 MAX_RATE=""
 for case in "${CASES[@]}"; do
@@ -173,10 +258,7 @@ for case in "${CASES[@]}"; do
                 echo "== case clickhouse: skipped (no clickhouse-server; install the Debian package)"
                 continue
             fi
-            # Not automated yet: the vendor fakes (tests/src/fakes.rs) live in the tests crate's
-            # library, keep every request and event in memory (gigabytes within seconds at these
-            # rates) and would share the two cores with the server; see BENCHMARKS.md.
-            echo "== case clickhouse: not automated yet (see BENCHMARKS.md, \"What is left\")"
+            run_clickhouse_case
             ;;
     esac
 done
