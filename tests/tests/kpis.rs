@@ -636,3 +636,57 @@ path = "{dir}/events"
         .unwrap()
         .contains("ClickHouse"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kpis_answer_502_naming_the_server_when_clickhouse_is_down() {
+    use switchyard_tests::clickhouse::{LocalClickhouse, PASSWORD_USER};
+    let mut clickhouse = LocalClickhouse::start().expect("start a ClickHouse server");
+    let url = clickhouse.url();
+    let (user, password) = PASSWORD_USER;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = "{{dir}}/data"
+[admin]
+token = "${{ADMIN_TOKEN}}"
+[sinks.warehouse]
+type = "clickhouse"
+url = "{url}"
+database = "down"
+user = "{user}"
+password = "{password}"
+"#
+    );
+    let switchyard = Switchyard::start(dir.path(), &config);
+    let get = |path: &str| {
+        client()
+            .get(switchyard.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+    };
+    // Up: an empty range answers zeros (and the password works for queries too).
+    let up = get("/api/kpis/events?start=2024-05-01&end=2024-05-02")
+        .await
+        .unwrap();
+    assert_eq!(up.status(), 200, "{}", up.text().await.unwrap());
+    clickhouse.stop();
+    // Down: 502, the server named, the password nowhere.
+    let down = get("/api/kpis/events?start=2024-05-03&end=2024-05-04")
+        .await
+        .unwrap();
+    assert_eq!(down.status(), 502);
+    let body: Value = down.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "kpi_query_failed");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&url), "{message}");
+    assert!(!message.contains(password), "{message}");
+    assert!(!switchyard.logs().contains(password));
+    // An answer computed before is still served from the cache while the server is down.
+    let cached = get("/api/kpis/events?start=2024-05-01&end=2024-05-02")
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 200);
+    assert_eq!(cached.headers()["x-switchyard-cache"], "hit");
+}
