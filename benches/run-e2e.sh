@@ -42,6 +42,7 @@ done
 [ ${#CASES[@]} -eq 0 ] && CASES=(disk memory latency)
 
 cd "$ROOT"
+. scripts/clickhouse-local.sh
 if [ "$BUILD" = 1 ]; then
     echo "== building release binaries"
     cargo build --release -p switchyard-router --bin switchyard
@@ -150,29 +151,9 @@ run_case() {
 run_clickhouse_case() {
     local ch="$WORK/clickhouse" dir="$WORK/clickhouse-case" http_port tcp_port acceptor_log accept_url port ch_pid
     http_port="$(free_port)"; tcp_port="$(free_port)"
-    mkdir -p "$ch"/{log,data,tmp,user_files,format_schemas} "$dir"
-    cat >"$ch/config.xml" <<XML
-<?xml version="1.0"?>
-<yandex>
-    <logger><level>warning</level><log>$ch/log/server.log</log><errorlog>$ch/log/error.log</errorlog><size>10M</size><count>1</count></logger>
-    <listen_host>127.0.0.1</listen_host><http_port>$http_port</http_port><tcp_port>$tcp_port</tcp_port>
-    <path>$ch/data/</path><tmp_path>$ch/tmp/</tmp_path><user_files_path>$ch/user_files/</user_files_path>
-    <format_schema_path>$ch/format_schemas/</format_schema_path><users_config>$ch/users.xml</users_config>
-    <default_profile>default</default_profile><default_database>default</default_database><timezone>UTC</timezone>
-    <mark_cache_size>268435456</mark_cache_size>
-</yandex>
-XML
-    cat >"$ch/users.xml" <<'XML'
-<?xml version="1.0"?>
-<yandex>
-    <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
-    <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
-    <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
-</yandex>
-XML
-    "$(command -v clickhouse-server || echo /usr/sbin/clickhouse-server)" --config-file="$ch/config.xml" >"$ch/log/stdout.log" 2>&1 &
-    ch_pid=$!
-    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$http_port/ping" >/dev/null && break; sleep 0.2; done
+    mkdir -p "$dir"
+    start_local_clickhouse "$ch" "$http_port" "$tcp_port" || return 1
+    ch_pid="$CLICKHOUSE_PID"
     acceptor_log="$WORK/acceptor.log"
     "$ROOT/target/release/switchyard-acceptor" --listen 127.0.0.1:0 >"$acceptor_log" 2>&1 &
     FAKES_PID=$!

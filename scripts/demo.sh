@@ -12,41 +12,8 @@ CH_TCP_PORT="${CH_TCP_PORT:-19000}"
 export SWITCHYARD_ADMIN_TOKEN="${SWITCHYARD_ADMIN_TOKEN:-demo-admin-token-$(date +%s)}"
 export CLICKHOUSE_URL="http://127.0.0.1:${CH_HTTP_PORT}"
 
-if ! command -v clickhouse-server >/dev/null 2>&1 && [ ! -x /usr/sbin/clickhouse-server ]; then
-    SUDO=""
-    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get update
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends clickhouse-server
-fi
-CH_BIN="$(command -v clickhouse-server || echo /usr/sbin/clickhouse-server)"
-
-mkdir -p "$ROOT"/clickhouse/{log,data,tmp,user_files,format_schemas}
-cat > "$ROOT/clickhouse/config.xml" <<XML
-<?xml version="1.0"?>
-<yandex>
-    <logger><level>warning</level><log>$ROOT/clickhouse/log/server.log</log><errorlog>$ROOT/clickhouse/log/error.log</errorlog><size>10M</size><count>1</count></logger>
-    <listen_host>127.0.0.1</listen_host>
-    <http_port>$CH_HTTP_PORT</http_port>
-    <tcp_port>$CH_TCP_PORT</tcp_port>
-    <path>$ROOT/clickhouse/data/</path>
-    <tmp_path>$ROOT/clickhouse/tmp/</tmp_path>
-    <user_files_path>$ROOT/clickhouse/user_files/</user_files_path>
-    <format_schema_path>$ROOT/clickhouse/format_schemas/</format_schema_path>
-    <users_config>$ROOT/clickhouse/users.xml</users_config>
-    <default_profile>default</default_profile>
-    <default_database>default</default_database>
-    <timezone>UTC</timezone>
-    <mark_cache_size>268435456</mark_cache_size>
-</yandex>
-XML
-cat > "$ROOT/clickhouse/users.xml" <<'XML'
-<?xml version="1.0"?>
-<yandex>
-    <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
-    <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
-    <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
-</yandex>
-XML
+. scripts/clickhouse-local.sh
+ensure_clickhouse_server
 
 pids=()
 cleanup() {
@@ -56,13 +23,8 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 echo "== starting ClickHouse on $CLICKHOUSE_URL"
-"$CH_BIN" --config-file="$ROOT/clickhouse/config.xml" >"$ROOT/clickhouse/log/stdout.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 100); do
-    if curl -sf "$CLICKHOUSE_URL/ping" >/dev/null; then break; fi
-    sleep 0.2
-done
-curl -sf "$CLICKHOUSE_URL/ping" >/dev/null || { echo "ClickHouse did not start; see $ROOT/clickhouse/log"; exit 1; }
+start_local_clickhouse "$ROOT/clickhouse" "$CH_HTTP_PORT" "$CH_TCP_PORT"
+pids+=("$CLICKHOUSE_PID")
 
 echo "== building and starting Switchyard"
 cargo build --release -p switchyard-router
