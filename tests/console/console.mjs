@@ -143,6 +143,7 @@ try {
 
   // Error state: a range the server refuses shows its message in the cards.
   await page.fill('#range-start', '2000-01-01');
+  await page.fill('#range-end', end);
   await page.click('#range-form button[type=submit]');
   await page.waitForSelector('#card-events[data-state=error]');
   findings.errorText = await page.textContent('#card-events .state.error');

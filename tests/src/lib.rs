@@ -39,6 +39,19 @@ pub struct Switchyard {
     stderr_path: PathBuf,
 }
 
+/// A config with one file sink and the admin API (token [`ADMIN_TOKEN`]): the smallest setup for
+/// tests of the admin, KPI and console endpoints.
+pub const FILE_SINK_WITH_ADMIN: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = "{dir}/data"
+[admin]
+token = "${ADMIN_TOKEN}"
+[sinks.local]
+type = "file"
+path = "{dir}/events"
+"#;
+
 /// The admin token the harness configures when a config asks for `${ADMIN_TOKEN}`.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 

@@ -166,19 +166,7 @@ max_wait_ms = 100
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_assets_are_served_with_a_strict_policy() {
     let dir = tempfile::tempdir().unwrap();
-    let switchyard = Switchyard::start(
-        dir.path(),
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = "{dir}/data"
-[admin]
-token = "${ADMIN_TOKEN}"
-[sinks.local]
-type = "file"
-path = "{dir}/events"
-"#,
-    );
+    let switchyard = Switchyard::start(dir.path(), FILE_SINK_WITH_ADMIN);
     let http = client();
     // The shell holds no data, so it loads without a token; the APIs it calls demand one.
     let page = http.get(switchyard.url("/console")).send().await.unwrap();

@@ -597,19 +597,7 @@ async fn check_funnels(api: &Api, range: &str, events: &[Seen], computed_by: &st
 async fn kpis_explain_why_they_are_off_or_failing() {
     // No ClickHouse sink: the API says so.
     let dir = tempfile::tempdir().unwrap();
-    let switchyard = Switchyard::start(
-        dir.path(),
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = "{dir}/data"
-[admin]
-token = "${ADMIN_TOKEN}"
-[sinks.local]
-type = "file"
-path = "{dir}/events"
-"#,
-    );
+    let switchyard = Switchyard::start(dir.path(), FILE_SINK_WITH_ADMIN);
     let response = client()
         .get(switchyard.url("/api/kpis/events"))
         .bearer_auth(ADMIN_TOKEN)
