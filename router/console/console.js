@@ -160,7 +160,7 @@ function confirmAction(text) {
 
 async function setRollout(sink, percent, current) {
   const action = percent === 0
-    ? `Stop sending events to "${sink}" (rollout 0%)? It keeps its place in the log and can be dialled back up.`
+    ? `Stop sending events to "${sink}" (rollout 0%)? From now on its events count as dropped by rollout; dial it back up any time, and replay to backfill.`
     : `Change the rollout of "${sink}" from ${current}% to ${percent}%?`;
   if (!(await confirmAction(action))) return;
   try {
