@@ -941,7 +941,7 @@ mod tests {
     use super::*;
     use switchyard_schemas::EventType;
 
-    fn event(id: &str) -> Event {
+    pub(super) fn event(id: &str) -> Event {
         serde_json::from_value(serde_json::json!({
             "type": "track", "event": "Tested", "messageId": id, "userId": "u",
             "timestamp": "2024-01-01T00:00:00.000Z", "receivedAt": "2024-01-01T00:00:00.000Z",
@@ -1167,16 +1167,8 @@ mod tests {
 
 #[cfg(test)]
 mod full_policy_tests {
+    use super::tests::event;
     use super::*;
-
-    fn event(id: &str) -> Event {
-        serde_json::from_value(serde_json::json!({
-            "type": "track", "event": "Tested", "messageId": id, "userId": "u",
-            "timestamp": "2024-01-01T00:00:00.000Z", "receivedAt": "2024-01-01T00:00:00.000Z",
-            "source": "test"
-        }))
-        .unwrap()
-    }
 
     #[test]
     fn a_full_log_drops_shadow_readers_oldest_records_before_blocking_live_ones() {
