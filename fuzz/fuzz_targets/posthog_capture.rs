@@ -4,60 +4,21 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchyard_router::ingest::{normalize_all, DecodedBody, Message, RequestFacts};
-use switchyard_router::posthog_capture::{decode_capture, CaptureLimits, CaptureRequest};
+use switchyard_router::ingest::{normalize_all, RequestFacts};
+use switchyard_router::posthog_capture::decode_capture;
 
-const FRAMES: [(Option<&str>, Option<&str>, Option<&str>); 8] = [
-    (None, None, None),
-    (
-        Some("compression=gzip-js&ver=1.0&_=1714564805000"),
-        Some("text/plain"),
-        None,
-    ),
-    (Some("compression=base64"), None, None),
-    (
-        Some("compression=lz64"),
-        Some("application/x-www-form-urlencoded"),
-        None,
-    ),
-    (None, Some("application/x-www-form-urlencoded"), None),
-    (None, None, Some("gzip")),
-    (None, None, Some("lz64")),
-    (Some("data="), Some("application/json"), Some("base64")),
-];
-
-const LIMITS: CaptureLimits = CaptureLimits {
-    max_body_bytes: 64 * 1024,
-    max_decompressed_bytes: 256 * 1024,
-    max_event_bytes: 16 * 1024,
-};
+#[path = "../capture_frames.rs"]
+mod capture_frames;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((selector, body)) = data.split_first() else {
+    let Some((selector, request)) = capture_frames::framed(data) else {
         return;
     };
-    let (query, content_type, content_encoding) = FRAMES[usize::from(*selector) % FRAMES.len()];
-    let request = CaptureRequest {
-        query,
-        content_type,
-        content_encoding,
-        body,
-    };
-    let Ok(decoded) = decode_capture(&request, &LIMITS) else {
+    let Ok(decoded) = decode_capture(&request, &capture_frames::LIMITS) else {
         return;
     };
     let count = decoded.events.len();
-    let body = DecodedBody {
-        write_key: None,
-        batch_sent_at: decoded.sent_at,
-        batch_context: None,
-        messages: decoded
-            .events
-            .into_iter()
-            .map(|event| event.map(Message::Posthog))
-            .collect(),
-        trust_ip_property: selector & 1 == 1,
-    };
+    let body = decoded.into_body(selector & 1 == 1);
     let facts = RequestFacts {
         implied_type: None,
         received_at: chrono::Utc::now(),

@@ -104,6 +104,24 @@ pub struct DecodedCapture {
     pub events: Vec<Result<JsonMap, NormalizeError>>,
 }
 
+impl DecodedCapture {
+    /// The events as the shared ingest path takes them. `trust_ip_property`: whether an event's
+    /// `$ip` may stand for the client address (only behind a trusted proxy).
+    pub fn into_body(self, trust_ip_property: bool) -> DecodedBody {
+        DecodedBody {
+            write_key: None,
+            batch_sent_at: self.sent_at,
+            batch_context: None,
+            messages: self
+                .events
+                .into_iter()
+                .map(|event| event.map(Message::Posthog))
+                .collect(),
+            trust_ip_property,
+        }
+    }
+}
+
 /// The query parameters the capture API reads.
 #[derive(Debug, Default)]
 struct Query {
@@ -527,17 +545,7 @@ pub async fn ingest(
         .trusted_proxies
         .iter()
         .any(|net| net.contains(peer.ip()));
-    let decoded = DecodedBody {
-        write_key: None,
-        batch_sent_at: decoded.sent_at,
-        batch_context: None,
-        messages: decoded
-            .events
-            .into_iter()
-            .map(|event| event.map(Message::Posthog))
-            .collect(),
-        trust_ip_property: trusted_peer,
-    };
+    let decoded = decoded.into_body(trusted_peer);
     let request = crate::http::Authenticated {
         parts: &parts,
         peer,

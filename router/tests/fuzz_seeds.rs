@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use switchyard_router::body::decode_content;
-use switchyard_router::ingest::{decode_body, normalize_all, DecodedBody, Message, RequestFacts};
+use switchyard_router::ingest::{decode_body, normalize_all, RequestFacts};
 use switchyard_router::lz_string::decompress_base64_utf16;
-use switchyard_router::posthog_capture::{
-    decode_capture, decode_payload, CaptureLimits, CaptureRequest,
-};
+use switchyard_router::posthog_capture::{decode_capture, decode_payload, CaptureRequest};
 use switchyard_schemas::EventType;
+
+#[path = "../../fuzz/capture_frames.rs"]
+mod capture_frames;
 
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -74,53 +75,14 @@ fn segment_seeds() {
 
 #[test]
 fn posthog_seeds() {
-    const FRAMES: [(Option<&str>, Option<&str>, Option<&str>); 8] = [
-        (None, None, None),
-        (
-            Some("compression=gzip-js&ver=1.0&_=1714564805000"),
-            Some("text/plain"),
-            None,
-        ),
-        (Some("compression=base64"), None, None),
-        (
-            Some("compression=lz64"),
-            Some("application/x-www-form-urlencoded"),
-            None,
-        ),
-        (None, Some("application/x-www-form-urlencoded"), None),
-        (None, None, Some("gzip")),
-        (None, None, Some("lz64")),
-        (Some("data="), Some("application/json"), Some("base64")),
-    ];
-    let limits = CaptureLimits {
-        max_body_bytes: 64 * 1024,
-        max_decompressed_bytes: 256 * 1024,
-        max_event_bytes: 16 * 1024,
-    };
+    let limits = capture_frames::LIMITS;
     for (path, data) in seeds("posthog_capture") {
-        let (selector, body) = data.split_first().unwrap();
-        let (query, content_type, content_encoding) = FRAMES[usize::from(*selector) % FRAMES.len()];
-        let request = CaptureRequest {
-            query,
-            content_type,
-            content_encoding,
-            body,
-        };
+        let (_, request) = capture_frames::framed(&data).unwrap();
         // Every capture seed is a well-formed request in one of the encodings.
         let decoded = decode_capture(&request, &limits)
             .unwrap_or_else(|e| panic!("{}: {} {}", path.display(), e.code, e.message));
         let count = decoded.events.len();
-        let body = DecodedBody {
-            write_key: None,
-            batch_sent_at: decoded.sent_at,
-            batch_context: None,
-            messages: decoded
-                .events
-                .into_iter()
-                .map(|event| event.map(Message::Posthog))
-                .collect(),
-            trust_ip_property: false,
-        };
+        let body = decoded.into_body(false);
         let normalized = normalize_all(body, &facts(None));
         assert_eq!(normalized.events.len(), count, "{}", path.display());
         for event in &normalized.events {
