@@ -278,10 +278,35 @@ fn encode(c: &mut Criterion) {
                 let buffer = by_file
                     .entry(switchyard_sinks::file::FileSink::file_name(event))
                     .or_default();
-                let _ = serde_json::to_writer(&mut *buffer, event.as_ref());
+                switchyard_schemas::json_writer::write_event(buffer, event);
                 buffer.push(b'\n');
             }
             black_box(by_file)
+        })
+    });
+
+    // The canonical JSON every event is encoded into once (the ingest log's record): Switchyard's
+    // writer against serde_json's, which writes the same bytes.
+    group.bench_function("event_json_writer", |b| {
+        let mut buffer = Vec::with_capacity(BATCH * 1024);
+        b.iter(|| {
+            turn += 1;
+            buffer.clear();
+            for event in &batches[turn % batches.len()] {
+                switchyard_schemas::json_writer::write_event(&mut buffer, event);
+            }
+            black_box(buffer.len())
+        })
+    });
+    group.bench_function("event_json_serde", |b| {
+        let mut buffer = Vec::with_capacity(BATCH * 1024);
+        b.iter(|| {
+            turn += 1;
+            buffer.clear();
+            for event in &batches[turn % batches.len()] {
+                let _ = serde_json::to_writer(&mut buffer, event.as_ref());
+            }
+            black_box(buffer.len())
         })
     });
 

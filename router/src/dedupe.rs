@@ -11,7 +11,7 @@
 //! a retry can be routed again (every sink de-duplicates by messageId downstream).
 
 use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -19,9 +19,33 @@ use std::time::{Duration, Instant};
 /// Ids per generation by default.
 pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
 
+/// Hashes a digest to itself: digests are SipHash outputs already, so hashing them again (the std
+/// set's default) only costs time.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 digests are hashed; fold anything else in so the hasher stays correct.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+type DigestSet = HashSet<u64, BuildHasherDefault<DigestHasher>>;
+
 struct Generations {
-    current: HashSet<u64>,
-    previous: HashSet<u64>,
+    current: DigestSet,
+    previous: DigestSet,
     started: Instant,
 }
 
@@ -52,8 +76,8 @@ impl Deduper {
             window,
             max_entries: max_entries.max(1),
             generations: Mutex::new(Generations {
-                current: HashSet::new(),
-                previous: HashSet::new(),
+                current: DigestSet::default(),
+                previous: DigestSet::default(),
                 started: Instant::now(),
             }),
             early_rotations: AtomicU64::new(0),
@@ -74,8 +98,11 @@ impl Deduper {
         }
         let mut generations = self.generations.lock().unwrap_or_else(|p| p.into_inner());
         let mut fresh = Vec::with_capacity(digests.len());
+        // One clock read per request: a request's events arrive at the same moment.
+        let by_time = generations.started.elapsed() >= self.window;
+        let mut rotated = false;
         for digest in digests {
-            let by_time = generations.started.elapsed() >= self.window;
+            let by_time = by_time && !rotated;
             let by_volume = generations.current.len() >= self.max_entries;
             if by_time || by_volume {
                 if by_volume && !by_time {
@@ -84,6 +111,7 @@ impl Deduper {
                 let current = std::mem::take(&mut generations.current);
                 generations.previous = current;
                 generations.started = Instant::now();
+                rotated = true;
             }
             let seen =
                 generations.previous.contains(digest) || !generations.current.insert(*digest);

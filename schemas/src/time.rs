@@ -71,6 +71,22 @@ fn format_millis<'a>(time: &DateTime<Utc>, buffer: &'a mut [u8; MILLIS_LENGTH]) 
     std::str::from_utf8(buffer).ok()
 }
 
+/// Appends a timestamp as a JSON string of [`format_timestamp`] text (used by the event writer).
+pub(crate) fn write_millis(out: &mut Vec<u8>, time: &DateTime<Utc>) {
+    let mut buffer = [0u8; MILLIS_LENGTH];
+    match format_millis(time, &mut buffer) {
+        Some(text) => {
+            // The fast path's text is digits and separators only: nothing to escape.
+            out.push(b'"');
+            out.extend_from_slice(text.as_bytes());
+            out.push(b'"');
+        }
+        None => {
+            crate::json_writer::write_str(out, &time.to_rfc3339_opts(SecondsFormat::Millis, true))
+        }
+    }
+}
+
 /// Serialises a timestamp as [`format_timestamp`] text, without allocating on the fast path.
 fn serialize_millis<S: serde::Serializer>(
     time: &DateTime<Utc>,

@@ -53,8 +53,7 @@ impl FileSink {
             let buffer = by_file.entry(name.clone()).or_default();
             match json.get(index) {
                 Some(Some(encoded)) => buffer.extend_from_slice(encoded),
-                _ => serde_json::to_writer(&mut *buffer, event.as_ref())
-                    .map_err(|e| SendError::Permanent(format!("cannot encode event: {e}")))?,
+                _ => switchyard_schemas::json_writer::write_event(buffer, event),
             }
             buffer.push(b'\n');
         }

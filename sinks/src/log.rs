@@ -101,8 +101,9 @@ pub struct Record {
 }
 
 /// Encodes `events` as the JSON array a record holds, after `buffer`'s current contents, and returns
-/// each event's byte range in `buffer`. The bytes are exactly `serde_json::to_writer(&events)`'s.
-fn encode_events(buffer: &mut Vec<u8>, events: &[Event]) -> Result<Vec<(usize, usize)>, LogError> {
+/// each event's byte range in `buffer`. The bytes are exactly `serde_json::to_writer(&events)`'s
+/// (the schemas crate's `json_writer` is the faster equivalent, tested byte for byte).
+fn encode_events(buffer: &mut Vec<u8>, events: &[Event]) -> Vec<(usize, usize)> {
     let mut spans = Vec::with_capacity(events.len());
     buffer.push(b'[');
     for (index, event) in events.iter().enumerate() {
@@ -110,11 +111,11 @@ fn encode_events(buffer: &mut Vec<u8>, events: &[Event]) -> Result<Vec<(usize, u
             buffer.push(b',');
         }
         let start = buffer.len();
-        serde_json::to_writer(&mut *buffer, event).map_err(|e| LogError::Encode(e.to_string()))?;
+        switchyard_schemas::json_writer::write_event(buffer, event);
         spans.push((start, buffer.len()));
     }
     buffer.push(b']');
-    Ok(spans)
+    spans
 }
 
 /// A record's events and each one's JSON.
@@ -302,7 +303,7 @@ impl IngestLog {
         // typical event, so the record is written without copying or regrowing it.
         let mut record = Vec::with_capacity(HEADER_BYTES + events.len() * 1024);
         record.resize(HEADER_BYTES, 0);
-        let spans = encode_events(&mut record, &events)?;
+        let spans = encode_events(&mut record, &events);
         let payload = &record[HEADER_BYTES..];
         let checksum = crc32fast::hash(payload);
         let appended_at_ms = chrono::Utc::now().timestamp_millis();
