@@ -118,6 +118,9 @@ pub fn service_for(config: &Config) -> Result<Arc<KpiService>, String> {
         };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(config.kpis.query_timeout_secs))
+        // Below ClickHouse's keep-alive (3 s on old servers, 10 s on new ones), so an idle
+        // connection is dropped here before the server closes it under a new query.
+        .pool_idle_timeout(Duration::from_secs(2))
         .build()
         .map_err(|e| format!("cannot build the ClickHouse client: {e}"))?;
     Ok(Arc::new(KpiService {
@@ -131,29 +134,47 @@ pub fn service_for(config: &Config) -> Result<Arc<KpiService>, String> {
     }))
 }
 
+/// Sends a read-only query, once more on a fresh connection when the first attempt failed before
+/// any answer arrived: a pooled keep-alive connection the server closed just as the query was
+/// written fails that way, and a SELECT is safe to repeat. Timeouts are not repeated.
+async fn send_read_query(
+    request: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, reqwest::Error> {
+    match request().send().await {
+        Err(error) if !error.is_timeout() && (error.is_request() || error.is_connect()) => {
+            tracing::debug!(error = %error.without_url(), "ClickHouse query failed before an answer: sending it again");
+            request().send().await
+        }
+        outcome => outcome,
+    }
+}
+
 impl KpiService {
     /// Runs one query and returns its TabSeparated rows split into fields.
     async fn query(&self, sql: &str) -> Result<Vec<Vec<String>>, KpiError> {
         let url = self.target.url.trim_end_matches('/');
-        let request = self
-            .http
-            .post(format!("{url}/"))
-            .query(&[
-                (
-                    "max_execution_time",
-                    self.settings.query_timeout_secs.to_string(),
-                ),
-                // Bounds what the router holds in memory (the client-side funnel reads one row per
-                // funnel event); beyond it the query fails with ClickHouse's own message.
-                ("max_result_rows", MAX_RESULT_ROWS.to_string()),
-                ("result_overflow_mode", "throw".to_string()),
-            ])
-            .basic_auth(&self.target.user, self.target.password.as_deref())
-            .body(sql.to_string());
-        let response = request.send().await.map_err(|e| KpiError::Unreachable {
-            url: url.to_string(),
-            reason: e.without_url().to_string(),
-        })?;
+        let request = || {
+            self.http
+                .post(format!("{url}/"))
+                .query(&[
+                    (
+                        "max_execution_time",
+                        self.settings.query_timeout_secs.to_string(),
+                    ),
+                    // Bounds what the router holds in memory (the client-side funnel reads one row
+                    // per funnel event); beyond it the query fails with ClickHouse's own message.
+                    ("max_result_rows", MAX_RESULT_ROWS.to_string()),
+                    ("result_overflow_mode", "throw".to_string()),
+                ])
+                .basic_auth(&self.target.user, self.target.password.as_deref())
+                .body(sql.to_string())
+        };
+        let response = send_read_query(request)
+            .await
+            .map_err(|e| KpiError::Unreachable {
+                url: url.to_string(),
+                reason: e.without_url().to_string(),
+            })?;
         let status = response.status();
         let text = response.text().await.map_err(|e| KpiError::Unreachable {
             url: url.to_string(),
@@ -645,6 +666,65 @@ mod tests {
             to_csv(&answer),
             "date,value,step,conversion,step_conversion\n2024-05-01,4,\"Signed \"\"Up\"\", now\",,0.5\n"
         );
+    }
+
+    /// A server that answers the first request on each connection with keep-alive, then reads the
+    /// next request on that connection and closes it unanswered, as ClickHouse does when its
+    /// keep-alive timeout fires while a query is being written.
+    async fn closes_reused_connections(
+    ) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut answered = false;
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Ok(read) = socket.read(&mut chunk).await else {
+                            return;
+                        };
+                        if read == 0 {
+                            return;
+                        }
+                        buffer.extend_from_slice(&chunk[..read]);
+                        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        buffer.drain(..end + 4);
+                        if answered {
+                            return; // closes the connection with the request unanswered
+                        }
+                        answered = true;
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n1\t2\n";
+                        if socket.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (address, connections)
+    }
+
+    #[tokio::test]
+    async fn a_query_on_a_connection_the_server_closed_is_sent_again() {
+        let (address, connections) = closes_reused_connections().await;
+        let http = reqwest::Client::new();
+        let url = format!("http://{address}/");
+        for attempt in 0..3 {
+            let response = send_read_query(|| http.get(&url))
+                .await
+                .unwrap_or_else(|e| panic!("query {attempt} failed: {e}"));
+            assert_eq!(response.text().await.unwrap(), "1\t2\n");
+        }
+        // Each query after the first found its pooled connection closed and used a new one.
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[test]
