@@ -304,7 +304,7 @@ pub async fn route(
             // The ids themselves are personal data: the audit log keeps a keyed digest, not the id.
             let digests: Vec<String> = ids
                 .iter()
-                .map(|id| crate::dedupe::digest("privacy", id).to_string())
+                .map(|id| crate::dedupe::stable_digest("privacy", id).to_string())
                 .collect();
             audit(
                 app.data_dir(),
@@ -353,7 +353,7 @@ pub async fn route(
             }
             audit(
                 app.data_dir(),
-                serde_json::json!({"time": now(), "action": "privacy_export", "id_digest": crate::dedupe::digest("privacy", &id).to_string(), "caller": caller(&request)}),
+                serde_json::json!({"time": now(), "action": "privacy_export", "id_digest": crate::dedupe::stable_digest("privacy", &id).to_string(), "caller": caller(&request)}),
             );
             let mut response =
                 hyper::Response::new(crate::http::Body::new(bytes::Bytes::from(text)));

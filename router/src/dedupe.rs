@@ -1,7 +1,8 @@
 //! De-duplication of client retries: a messageId seen from the same source within the window is
 //! accepted again but not routed twice.
 //!
-//! Memory is bounded: ids are kept as 64-bit SipHash digests of `source ++ "\0" ++ messageId` in two
+//! Memory is bounded: ids are kept as 64-bit SipHash digests of `source` and `messageId`, keyed at
+//! random per process (ids come from clients: fixed keys would let one craft colliding ids), in two
 //! generations. A new generation starts when the current one is `window` old or holds `max_entries`
 //! ids, and the previous one is then forgotten; so an id is remembered for at least `window` (at most
 //! twice that) unless more than `max_entries` ids arrive within the window, in which case the effective
@@ -11,16 +12,16 @@
 //! a retry can be routed again (every sink de-duplicates by messageId downstream).
 
 use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 /// Ids per generation by default.
 pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
 
-/// Hashes a digest to itself: digests are SipHash outputs already, so hashing them again (the std
-/// set's default) only costs time.
+/// Hashes a digest to itself: digests are SipHash outputs under per-process random keys already, so
+/// hashing them again (the std set's default) only costs time.
 #[derive(Default)]
 struct DigestHasher(u64);
 
@@ -60,12 +61,21 @@ pub struct Deduper {
     pub duplicates: AtomicU64,
 }
 
-/// The digest an id is remembered by.
+/// The random SipHash keys of this process's de-duplication digests.
+static DIGEST_KEYS: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+
+/// The digest an id is remembered by: stable within the process, which is all the window needs, and
+/// unpredictable from outside it, so clients cannot choose ids that pile into one bucket of the set.
 pub fn digest(source: &str, message_id: &str) -> u64 {
-    // SipHash-1-3 with fixed keys: stable within the process, which is all the window needs.
+    DIGEST_KEYS.hash_one((source, message_id))
+}
+
+/// A digest of `id` that stays the same across restarts (SipHash-1-3 with fixed keys), for audit
+/// records that name a person's id without storing it.
+pub fn stable_digest(scope: &str, id: &str) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
-    source.hash(&mut hasher);
-    message_id.hash(&mut hasher);
+    scope.hash(&mut hasher);
+    id.hash(&mut hasher);
     hasher.finish()
 }
 
@@ -162,6 +172,19 @@ mod tests {
         assert_eq!(deduper.early_rotations.load(Ordering::Relaxed), 3);
         // The most recent ids are still remembered.
         assert_eq!(deduper.claim(&digests[30..]), vec![false; 5]);
+    }
+
+    #[test]
+    fn digests_are_keyed_per_process_and_audit_digests_are_not() {
+        // The de-duplication digest must not be the fixed-key one, which anyone can compute.
+        assert_ne!(digest("web", "m1"), stable_digest("web", "m1"));
+        assert_eq!(digest("web", "m1"), digest("web", "m1"));
+        // The source and the id stay apart: moving a character from one to the other is another id.
+        assert_ne!(digest("web", "m1"), digest("webm", "1"));
+        let mut fixed = std::hash::DefaultHasher::new();
+        "privacy".hash(&mut fixed);
+        "user-1".hash(&mut fixed);
+        assert_eq!(stable_digest("privacy", "user-1"), fixed.finish());
     }
 
     #[test]
