@@ -355,7 +355,15 @@ impl IngestLog {
             });
             seq
         };
-        self.head.send_replace(seq + 1);
+        // Appends finish in any order once the writer lock is released: the head only moves forward,
+        // or a sink could look caught up (lag 0, a drain finished) with records still after it.
+        self.head.send_if_modified(|head| {
+            let advanced = seq + 1 > *head;
+            if advanced {
+                *head = seq + 1;
+            }
+            advanced
+        });
         Ok(seq)
     }
 
@@ -1055,6 +1063,45 @@ mod tests {
         .unwrap();
         assert_eq!(log.recovery().torn_bytes, 0);
         assert_eq!(log.head(), 10);
+    }
+
+    #[test]
+    fn head_never_moves_backwards_under_concurrent_appends() {
+        use std::sync::atomic::AtomicBool;
+        let log = Arc::new(IngestLog::open(LogOptions::default()).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (log, stop) = (log.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut highest, mut backwards) = (0, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let head = log.head();
+                    if head < highest {
+                        backwards += 1;
+                    }
+                    highest = highest.max(head);
+                }
+                backwards
+            })
+        };
+        let appenders: Vec<_> = (0..4)
+            .map(|thread| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for index in 0..5_000 {
+                        log.append(vec![event(&format!("{thread}-{index}"))])
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for appender in appenders {
+            appender.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // A head that went back would report a sink as caught up while records wait after it.
+        assert_eq!(watcher.join().unwrap(), 0, "the head moved backwards");
+        assert_eq!(log.head(), 20_000);
     }
 
     #[test]
