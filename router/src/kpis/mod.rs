@@ -134,9 +134,10 @@ pub fn service_for(config: &Config) -> Result<Arc<KpiService>, String> {
     }))
 }
 
-/// Sends a read-only query, once more on a fresh connection when the first attempt failed before
-/// any answer arrived: a pooled keep-alive connection the server closed just as the query was
-/// written fails that way, and a SELECT is safe to repeat. Timeouts are not repeated.
+/// Sends a read-only query, and once more when the first attempt failed before any answer arrived: a
+/// pooled keep-alive connection the server closed just as the query was written fails that way (the
+/// pool drops that connection, so the second attempt takes another or a new one), and every query
+/// sent here is a SELECT, safe to repeat. Timeouts are not repeated.
 async fn send_read_query(
     request: impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, reqwest::Error> {
