@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use serde_json::{json, Value};
+use serde_json::Value;
 use switchyard_benches::corpus;
 use switchyard_router::dedupe::{digest, Deduper};
 use switchyard_router::ingest::{decode_body, normalize_all, RequestFacts};
@@ -335,13 +335,15 @@ fn encode(c: &mut Criterion) {
         b.iter(|| {
             turn += 1;
             let batch = &batches[turn % batches.len()];
-            let entries: Vec<Value> = batch
+            let entries: Vec<_> = batch
                 .iter()
                 .filter_map(|event| switchyard_sinks::posthog::map_event(event, "company"))
                 .collect();
-            black_box(serde_json::to_vec(&json!({
-                "api_key": "phc_bench", "batch": entries, "sent_at": "2024-05-01T12:01:00.000Z",
-            })))
+            black_box(switchyard_sinks::posthog::batch_body(
+                "phc_bench",
+                entries.iter().collect(),
+                "2024-05-01T12:01:00.000Z",
+            ))
         })
     });
 
@@ -349,14 +351,13 @@ fn encode(c: &mut Criterion) {
         b.iter(|| {
             turn += 1;
             let batch = &batches[turn % batches.len()];
-            let events: Vec<Value> = batch
+            let events: Vec<_> = batch
                 .iter()
                 .filter_map(|event| switchyard_sinks::statsig::map_event(event, "value"))
                 .collect();
-            black_box(serde_json::to_vec(&json!({
-                "events": events,
-                "statsigMetadata": {"sdkType": "switchyard", "sdkVersion": "0.1.0"},
-            })))
+            black_box(switchyard_sinks::statsig::log_event_body(
+                events.iter().collect(),
+            ))
         })
     });
 

@@ -376,6 +376,19 @@ pub fn json_string(value: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// Asserts that `value` serialises to exactly the bytes of the same data as a `serde_json::Value`
+/// (keys sorted at every level): the vendor payloads that borrow from events derive their writers
+/// and must send what the `Value`-built payloads sent.
+#[cfg(test)]
+pub(crate) fn assert_writes_like_a_json_object(value: &impl serde::Serialize) {
+    let direct = serde_json::to_vec(value).unwrap();
+    let via_value = serde_json::to_vec(&serde_json::to_value(value).unwrap()).unwrap();
+    assert_eq!(
+        String::from_utf8(direct).unwrap(),
+        String::from_utf8(via_value).unwrap()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

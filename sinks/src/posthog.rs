@@ -1,6 +1,7 @@
 //! The PostHog sink: canonical events to PostHog's capture API (`POST {url}/batch/`), mapped the way
 //! PostHog's own SDKs send them (see docs/sinks/posthog.md).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use switchyard_schemas::time::format_timestamp;
 use switchyard_schemas::{Event, EventType};
 use uuid::Uuid;
@@ -152,7 +153,7 @@ impl PosthogSink {
 #[async_trait]
 impl Sink for PosthogSink {
     async fn send(&self, batch: &[Arc<Event>]) -> Result<(), SendError> {
-        let mut mapped: Vec<(&Event, Value)> = Vec::with_capacity(batch.len());
+        let mut mapped: Vec<(&Event, Entry)> = Vec::with_capacity(batch.len());
         let mut skipped = 0u64;
         for event in batch {
             match map_event(event, &self.config.group_type) {
@@ -169,13 +170,10 @@ impl Sink for PosthogSink {
         let sent_at = format_timestamp(&chrono::Utc::now());
         let mut requests = Vec::new();
         for chunk in mapped.chunks(self.config.max_events_per_request) {
-            let entries: Vec<&Value> = chunk.iter().map(|(_, value)| value).collect();
-            let body = serde_json::to_vec(&json!({
-                "api_key": self.config.api_key,
-                "batch": entries,
-                "sent_at": sent_at,
-            }))
-            .map_err(|e| SendError::Permanent(format!("cannot encode the PostHog batch: {e}")))?;
+            let entries: Vec<&Entry> = chunk.iter().map(|(_, entry)| entry).collect();
+            let body = batch_body(&self.config.api_key, entries, &sent_at).map_err(|e| {
+                SendError::Permanent(format!("cannot encode the PostHog batch: {e}"))
+            })?;
             requests.push(Planned {
                 key: http::fingerprint(chunk.iter().map(|(event, _)| *event)),
                 events: chunk.len(),
@@ -200,9 +198,41 @@ pub fn event_uuid(message_id: &str) -> Uuid {
         .unwrap_or_else(|_| Uuid::new_v5(&MESSAGE_ID_NAMESPACE, message_id.as_bytes()))
 }
 
-fn put_str(properties: &mut Map<String, Value>, key: &str, value: Option<&str>) {
+/// One PostHog batch entry. It borrows the event's values, so sending copies none of them: the
+/// properties are written straight from the event. Fields are in alphabetical order, as a
+/// `serde_json` object would write them.
+#[derive(Debug, Serialize)]
+pub struct Entry<'a> {
+    distinct_id: &'a str,
+    event: &'a str,
+    properties: BTreeMap<&'a str, Property<'a>>,
+    timestamp: String,
+    uuid: String,
+}
+
+/// A value in an entry's `properties`.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Property<'a> {
+    Text(&'a str),
+    Value(&'a Value),
+    /// `$set` / `$group_set`: traits overlaid with what the event already had under that key.
+    Merged(BTreeMap<&'a str, &'a Value>),
+}
+
+/// The body of `POST /batch/`.
+#[derive(Serialize)]
+struct BatchBody<'a> {
+    api_key: &'a str,
+    batch: Vec<&'a Entry<'a>>,
+    sent_at: &'a str,
+}
+
+type Properties<'a> = BTreeMap<&'a str, Property<'a>>;
+
+fn put_str<'a>(properties: &mut Properties<'a>, key: &'a str, value: Option<&'a str>) {
     if let Some(value) = value.filter(|v| !v.is_empty()) {
-        properties.insert(key.to_string(), Value::String(value.to_string()));
+        properties.insert(key, Property::Text(value));
     }
 }
 
@@ -211,9 +241,9 @@ fn property_str<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
 }
 
 /// Maps one canonical event to a PostHog batch entry, or None when PostHog would refuse it.
-pub fn map_event(event: &Event, default_group_type: &str) -> Option<Value> {
+pub fn map_event<'a>(event: &'a Event, default_group_type: &'a str) -> Option<Entry<'a>> {
     let distinct_id = event.person_id().filter(|id| !id.is_empty())?;
-    let mut properties = Map::new();
+    let mut properties = Properties::new();
     put_str(
         &mut properties,
         "$ip",
@@ -232,8 +262,8 @@ pub fn map_event(event: &Event, default_group_type: &str) -> Option<Value> {
         "$lib_version",
         event.context_str("library.version"),
     );
-    let name = match event.kind {
-        EventType::Track => event.event.clone().filter(|name| !name.is_empty())?,
+    let name: &str = match event.kind {
+        EventType::Track => event.event.as_deref().filter(|name| !name.is_empty())?,
         EventType::Page => {
             put_str(
                 &mut properties,
@@ -255,11 +285,11 @@ pub fn map_event(event: &Event, default_group_type: &str) -> Option<Value> {
                     .or_else(|| property_str(event, "referrer")),
             );
             put_str(&mut properties, "name", event.name.as_deref());
-            "$pageview".into()
+            "$pageview"
         }
         EventType::Screen => {
             put_str(&mut properties, "$screen_name", event.name.as_deref());
-            "$screen".into()
+            "$screen"
         }
         EventType::Identify => {
             if event.user_id.is_some() {
@@ -269,7 +299,7 @@ pub fn map_event(event: &Event, default_group_type: &str) -> Option<Value> {
                     event.anonymous_id.as_deref(),
                 );
             }
-            "$identify".into()
+            "$identify"
         }
         EventType::Group => {
             let group_key = event.group_id.as_deref().filter(|id| !id.is_empty())?;
@@ -281,53 +311,83 @@ pub fn map_event(event: &Event, default_group_type: &str) -> Option<Value> {
                 .unwrap_or(default_group_type);
             put_str(&mut properties, "$group_type", Some(group_type));
             put_str(&mut properties, "$group_key", Some(group_key));
-            "$groupidentify".into()
+            "$groupidentify"
         }
         EventType::Alias => {
             let previous = event.previous_id.as_deref().filter(|id| !id.is_empty())?;
             put_str(&mut properties, "alias", Some(previous));
             put_str(&mut properties, "distinct_id", Some(distinct_id));
-            "$create_alias".into()
+            "$create_alias"
         }
     };
     // What the event already carries wins, including PostHog's own `$` properties.
     for (key, value) in &event.properties {
-        properties.insert(key.clone(), value.clone());
+        properties.insert(key, Property::Value(value));
     }
     match event.kind {
-        EventType::Identify => merge_object(&mut properties, "$set", &event.traits),
-        EventType::Group => {
-            let mut traits = event.traits.clone();
-            traits.remove("groupType");
-            merge_object(&mut properties, "$group_set", &traits)
-        }
+        EventType::Identify => merge_traits(&mut properties, "$set", &event.traits, None),
+        EventType::Group => merge_traits(
+            &mut properties,
+            "$group_set",
+            &event.traits,
+            Some("groupType"),
+        ),
         _ => {}
     }
-    Some(json!({
-        "event": name,
-        "distinct_id": distinct_id,
-        "uuid": event_uuid(&event.message_id).to_string(),
-        "timestamp": format_timestamp(&event.timestamp),
-        "properties": properties,
-    }))
+    Some(Entry {
+        distinct_id,
+        event: name,
+        properties,
+        timestamp: format_timestamp(&event.timestamp),
+        uuid: event_uuid(&event.message_id).to_string(),
+    })
 }
 
-/// `properties[key]` = `base` overlaid with what the event already had under `key`.
-fn merge_object(properties: &mut Map<String, Value>, key: &str, base: &Map<String, Value>) {
-    let mut merged = base.clone();
-    if let Some(Value::Object(existing)) = properties.get(key) {
-        for (k, v) in existing {
-            merged.insert(k.clone(), v.clone());
+/// `properties[key]` = `traits` (less `except`) overlaid with what the event already had under
+/// `key`, when that holds anything.
+fn merge_traits<'a>(
+    properties: &mut Properties<'a>,
+    key: &'a str,
+    traits: &'a Map<String, Value>,
+    except: Option<&str>,
+) {
+    let mut merged: BTreeMap<&'a str, &'a Value> = traits
+        .iter()
+        .filter(|(name, _)| Some(name.as_str()) != except)
+        .map(|(name, value)| (name.as_str(), value))
+        .collect();
+    if let Some(Property::Value(Value::Object(existing))) = properties.get(key) {
+        for (name, value) in existing.iter() {
+            merged.insert(name.as_str(), value);
         }
     }
     if !merged.is_empty() {
-        properties.insert(key.to_string(), Value::Object(merged));
+        properties.insert(key, Property::Merged(merged));
     }
+}
+
+/// The JSON body of one `POST /batch/` request.
+pub fn batch_body(
+    api_key: &str,
+    entries: Vec<&Entry<'_>>,
+    sent_at: &str,
+) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&BatchBody {
+        api_key,
+        batch: entries,
+        sent_at,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// The entry as a JSON value, for comparisons.
+    fn as_value(event: &Event, default_group_type: &str) -> Option<Value> {
+        map_event(event, default_group_type).map(|entry| serde_json::to_value(entry).unwrap())
+    }
 
     fn event(value: Value) -> Event {
         let mut base = json!({
@@ -342,7 +402,7 @@ mod tests {
 
     #[test]
     fn track_maps_to_a_named_event_with_context() {
-        let mapped = map_event(
+        let mapped = as_value(
             &event(json!({
                 "type": "track", "event": "Order Completed", "userId": "u1", "anonymousId": "a1",
                 "properties": {"total": 42.5, "$set": {"plan": "pro"}, "$groups": {"company": "c1"}},
@@ -368,6 +428,31 @@ mod tests {
     }
 
     #[test]
+    fn entries_are_written_in_the_order_of_a_json_object() {
+        // The derived writer must give exactly the bytes of the same entry as a serde_json Value
+        // (keys sorted at every level), which is what the sink sent before entries borrowed.
+        let source = event(json!({
+            "type": "identify", "userId": "u1", "anonymousId": "a1",
+            "traits": {"plan": "pro", "email": "x@example.com", "b": [1, {"z": 1, "a": 2}]},
+            "properties": {"zeta": 1, "$set": {"plan": "enterprise"}, "alpha": {"y": 1, "x": 2}},
+            "context": {"library": {"name": "analytics-ruby", "version": "2.4.0"}}
+        }));
+        let entry = map_event(&source, "company").unwrap();
+        http::assert_writes_like_a_json_object(&entry);
+        let body = batch_body("phc_key", vec![&entry], "2024-05-01T12:01:00.000Z").unwrap();
+        let parsed: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(parsed["api_key"], "phc_key");
+        assert_eq!(
+            parsed["batch"][0]["properties"]["$set"]["plan"],
+            "enterprise"
+        );
+        assert_eq!(
+            parsed["batch"][0]["properties"]["$set"]["email"],
+            "x@example.com"
+        );
+    }
+
+    #[test]
     fn uuids_are_kept_or_derived_deterministically() {
         let real = "0190a3c2-7b1e-7cc0-8f00-0123456789ab";
         assert_eq!(event_uuid(real).to_string(), real);
@@ -383,7 +468,7 @@ mod tests {
 
     #[test]
     fn page_screen_identify_group_alias_use_posthog_special_events() {
-        let page = map_event(
+        let page = as_value(
             &event(
                 json!({"type": "page", "name": "Pricing", "anonymousId": "a1",
                 "context": {"page": {"url": "https://x.example/pricing", "path": "/pricing",
@@ -404,7 +489,7 @@ mod tests {
         assert_eq!(page["properties"]["$ip"], "203.0.113.9");
         assert_eq!(page["properties"]["name"], "Pricing");
 
-        let screen = map_event(
+        let screen = as_value(
             &event(json!({"type": "screen", "name": "Home", "userId": "u1"})),
             "company",
         )
@@ -412,7 +497,7 @@ mod tests {
         assert_eq!(screen["event"], "$screen");
         assert_eq!(screen["properties"]["$screen_name"], "Home");
 
-        let identify = map_event(
+        let identify = as_value(
             &event(
                 json!({"type": "identify", "userId": "u1", "anonymousId": "a1",
                 "traits": {"plan": "pro", "email": "x@example.com"},
@@ -432,7 +517,7 @@ mod tests {
             json!({"first": "2024"})
         );
 
-        let group = map_event(
+        let group = as_value(
             &event(json!({"type": "group", "userId": "u1", "groupId": "acme",
                 "traits": {"name": "Acme", "groupType": "organization"}})),
             "company",
@@ -442,14 +527,14 @@ mod tests {
         assert_eq!(group["properties"]["$group_type"], "organization");
         assert_eq!(group["properties"]["$group_key"], "acme");
         assert_eq!(group["properties"]["$group_set"], json!({"name": "Acme"}));
-        let default_type = map_event(
+        let default_type = as_value(
             &event(json!({"type": "group", "userId": "u1", "groupId": "acme"})),
             "company",
         )
         .unwrap();
         assert_eq!(default_type["properties"]["$group_type"], "company");
 
-        let alias = map_event(
+        let alias = as_value(
             &event(json!({"type": "alias", "userId": "u1", "previousId": "a1"})),
             "company",
         )
@@ -464,10 +549,10 @@ mod tests {
     fn events_posthog_would_refuse_are_not_mapped() {
         let mut no_ids = event(json!({"type": "track", "event": "E", "userId": "u"}));
         no_ids.user_id = None;
-        assert!(map_event(&no_ids, "company").is_none());
+        assert!(as_value(&no_ids, "company").is_none());
         let mut alias = event(json!({"type": "alias", "userId": "u1", "previousId": "a1"}));
         alias.previous_id = None;
-        assert!(map_event(&alias, "company").is_none());
+        assert!(as_value(&alias, "company").is_none());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The Statsig sink: canonical events to Statsig's events API (`POST {url}/v1/log_event`), as custom
 //! events for metrics and experiment analysis (see docs/sinks/statsig.md).
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use switchyard_schemas::{Event, EventType};
 
 use crate::http::{self, Planned, RequestProgress};
@@ -155,7 +157,7 @@ impl StatsigSink {
 #[async_trait]
 impl Sink for StatsigSink {
     async fn send(&self, batch: &[Arc<Event>]) -> Result<(), SendError> {
-        let mut mapped: Vec<(&Event, Value)> = Vec::with_capacity(batch.len());
+        let mut mapped: Vec<(&Event, StatsigEvent)> = Vec::with_capacity(batch.len());
         for event in batch {
             if let Some(value) = map_event(event, &self.config.value_property) {
                 mapped.push((event.as_ref(), value));
@@ -170,12 +172,10 @@ impl Sink for StatsigSink {
         }
         let mut requests = Vec::new();
         for chunk in mapped.chunks(self.config.max_events_per_request) {
-            let events: Vec<&Value> = chunk.iter().map(|(_, value)| value).collect();
-            let body = serde_json::to_vec(&json!({
-                "events": events,
-                "statsigMetadata": {"sdkType": "switchyard", "sdkVersion": env!("CARGO_PKG_VERSION")},
-            }))
-            .map_err(|e| SendError::Permanent(format!("cannot encode the Statsig batch: {e}")))?;
+            let events: Vec<&StatsigEvent> = chunk.iter().map(|(_, mapped)| mapped).collect();
+            let body = log_event_body(events).map_err(|e| {
+                SendError::Permanent(format!("cannot encode the Statsig batch: {e}"))
+            })?;
             requests.push(Planned {
                 key: http::fingerprint(chunk.iter().map(|(event, _)| *event)),
                 events: chunk.len(),
@@ -194,63 +194,117 @@ impl Sink for StatsigSink {
 
 /// A JSON value as a Statsig metadata string: strings as they are, numbers and booleans printed,
 /// objects and arrays as compact JSON, null left out.
-pub fn metadata_string(value: &Value) -> Option<String> {
+pub fn metadata_string(value: &Value) -> Option<Cow<'_, str>> {
     match value {
         Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(_) | Value::Number(_) => Some(value.to_string()),
-        Value::Array(_) | Value::Object(_) => Some(value.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Bool(_) | Value::Number(_) | Value::Array(_) | Value::Object(_) => {
+            Some(Cow::Owned(value.to_string()))
+        }
     }
+}
+
+/// One Statsig event. It borrows the event's values (only metadata that is not a string is
+/// printed anew). Fields are in alphabetical order, as a `serde_json` object would write them.
+#[derive(Debug, Serialize)]
+pub struct StatsigEvent<'a> {
+    #[serde(rename = "eventName")]
+    event_name: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: BTreeMap<&'a str, Cow<'a, str>>,
+    time: i64,
+    user: StatsigUser<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a Value>,
+}
+
+/// The event's `user`, fields in alphabetical order.
+#[derive(Debug, Default, Serialize)]
+struct StatsigUser<'a> {
+    #[serde(rename = "appVersion", skip_serializing_if = "Option::is_none")]
+    app_version: Option<&'a str>,
+    #[serde(rename = "customIDs", skip_serializing_if = "Option::is_none")]
+    custom_ids: Option<CustomIds<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locale: Option<&'a str>,
+    #[serde(rename = "userAgent", skip_serializing_if = "Option::is_none")]
+    user_agent: Option<&'a str>,
+    #[serde(rename = "userID", skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct CustomIds<'a> {
+    #[serde(rename = "stableID")]
+    stable_id: &'a str,
+}
+
+/// The body of `POST /v1/log_event`.
+#[derive(Serialize)]
+struct LogEventBody<'a> {
+    events: Vec<&'a StatsigEvent<'a>>,
+    #[serde(rename = "statsigMetadata")]
+    statsig_metadata: SdkMetadata,
+}
+
+#[derive(Serialize)]
+struct SdkMetadata {
+    #[serde(rename = "sdkType")]
+    sdk_type: &'static str,
+    #[serde(rename = "sdkVersion")]
+    sdk_version: &'static str,
+}
+
+/// The JSON body of one `POST /v1/log_event` request.
+pub fn log_event_body(events: Vec<&StatsigEvent<'_>>) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&LogEventBody {
+        events,
+        statsig_metadata: SdkMetadata {
+            sdk_type: "switchyard",
+            sdk_version: env!("CARGO_PKG_VERSION"),
+        },
+    })
 }
 
 /// Maps one canonical event to a Statsig event; None for call types Statsig has no event for
 /// (identify, group, alias).
-pub fn map_event(event: &Event, value_property: &str) -> Option<Value> {
-    let event_name = match event.kind {
-        EventType::Track => event.event.clone().filter(|name| !name.is_empty())?,
-        EventType::Page => "page_view".to_string(),
-        EventType::Screen => "screen_view".to_string(),
+pub fn map_event<'a>(event: &'a Event, value_property: &str) -> Option<StatsigEvent<'a>> {
+    let event_name: &str = match event.kind {
+        EventType::Track => event.event.as_deref().filter(|name| !name.is_empty())?,
+        EventType::Page => "page_view",
+        EventType::Screen => "screen_view",
         EventType::Identify | EventType::Group | EventType::Alias => return None,
     };
-    let mut user = Map::new();
-    if let Some(user_id) = event.user_id.as_deref().filter(|id| !id.is_empty()) {
-        user.insert("userID".into(), json!(user_id));
-    }
-    if let Some(anonymous_id) = event.anonymous_id.as_deref().filter(|id| !id.is_empty()) {
-        user.insert("customIDs".into(), json!({ "stableID": anonymous_id }));
-    }
-    if user.is_empty() {
-        return None;
-    }
-    let context_fields = [
-        ("ip", event.context_str("ip").or(event.ip.as_deref())),
-        (
-            "userAgent",
+    let present = |value: Option<&'a str>| value.filter(|v| !v.is_empty());
+    let user = StatsigUser {
+        user_id: present(event.user_id.as_deref()),
+        custom_ids: present(event.anonymous_id.as_deref()).map(|stable_id| CustomIds { stable_id }),
+        ip: present(event.context_str("ip").or(event.ip.as_deref())),
+        user_agent: present(
             event
                 .context_str("userAgent")
                 .or(event.user_agent.as_deref()),
         ),
-        ("locale", event.context_str("locale")),
-        ("appVersion", event.context_str("app.version")),
-    ];
-    for (key, value) in context_fields {
-        if let Some(value) = value.filter(|v| !v.is_empty()) {
-            user.insert(key.into(), json!(value));
-        }
+        locale: present(event.context_str("locale")),
+        app_version: present(event.context_str("app.version")),
+    };
+    if user.user_id.is_none() && user.custom_ids.is_none() {
+        return None;
     }
 
     let value = (!value_property.is_empty())
         .then(|| event.properties.get(value_property))
         .flatten()
-        .filter(|v| v.is_number() || v.as_str().is_some_and(|s| !s.is_empty()))
-        .cloned();
-    let mut metadata = Map::new();
+        .filter(|v| v.is_number() || v.as_str().is_some_and(|s| !s.is_empty()));
+    let mut metadata = BTreeMap::new();
     for (key, property) in &event.properties {
         if value.is_some() && key == value_property {
             continue;
         }
         if let Some(text) = metadata_string(property) {
-            metadata.insert(key.clone(), Value::String(text));
+            metadata.insert(key.as_str(), text);
         }
     }
     if matches!(event.kind, EventType::Page | EventType::Screen) {
@@ -262,30 +316,47 @@ pub fn map_event(event: &Event, value_property: &str) -> Option<Value> {
             ("referrer", event.context_str("page.referrer")),
         ];
         for (key, text) in page_fields {
-            if let Some(text) = text.filter(|t| !t.is_empty()) {
-                metadata
-                    .entry(key)
-                    .or_insert_with(|| Value::String(text.to_string()));
+            if let Some(text) = present(text) {
+                metadata.entry(key).or_insert(Cow::Borrowed(text));
             }
         }
     }
 
-    let mut mapped = Map::new();
-    mapped.insert("eventName".into(), json!(event_name));
-    mapped.insert("user".into(), Value::Object(user));
-    mapped.insert("time".into(), json!(event.timestamp.timestamp_millis()));
-    if let Some(value) = value {
-        mapped.insert("value".into(), value);
-    }
-    if !metadata.is_empty() {
-        mapped.insert("metadata".into(), Value::Object(metadata));
-    }
-    Some(Value::Object(mapped))
+    Some(StatsigEvent {
+        event_name,
+        metadata,
+        time: event.timestamp.timestamp_millis(),
+        user,
+        value,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// The event as a JSON value, for comparisons.
+    fn as_value(event: &Event, value_property: &str) -> Option<Value> {
+        map_event(event, value_property).map(|mapped| serde_json::to_value(mapped).unwrap())
+    }
+
+    #[test]
+    fn events_are_written_in_the_order_of_a_json_object() {
+        // The derived writer must give exactly the bytes of the same event as a serde_json Value
+        // (keys sorted at every level), which is what the sink sent before events borrowed.
+        let source = event(json!({
+            "type": "page", "name": "Pricing", "userId": "u1", "anonymousId": "a1",
+            "properties": {"zeta": 1, "value": 3, "alpha": {"y": 1, "x": 2}, "title": "T"},
+            "context": {"locale": "de-DE", "app": {"version": "3.2.1"},
+                        "page": {"url": "https://x.example/p", "title": "ignored"}}
+        }));
+        let mapped = map_event(&source, "value").unwrap();
+        http::assert_writes_like_a_json_object(&mapped);
+        let body: Value = serde_json::from_slice(&log_event_body(vec![&mapped]).unwrap()).unwrap();
+        assert_eq!(body["events"][0]["metadata"]["title"], "T");
+        assert_eq!(body["statsigMetadata"]["sdkType"], "switchyard");
+    }
 
     fn event(value: Value) -> Event {
         let mut base = json!({
@@ -301,7 +372,7 @@ mod tests {
 
     #[test]
     fn track_maps_to_a_custom_event() {
-        let mapped = map_event(
+        let mapped = as_value(
             &event(json!({
                 "type": "track", "event": "Order Completed", "userId": "u1", "anonymousId": "a1",
                 "properties": {"value": 42.5, "currency": "EUR", "paid": true, "coupon": null,
@@ -331,23 +402,23 @@ mod tests {
             json!({"type": "track", "event": "Signup", "anonymousId": "a1",
             "properties": {"revenue": "19.99", "value": {"nested": 1}}}),
         );
-        let mapped = map_event(&e, "revenue").unwrap();
+        let mapped = as_value(&e, "revenue").unwrap();
         assert_eq!(mapped["value"], "19.99");
         assert_eq!(mapped["metadata"]["value"], "{\"nested\":1}");
         assert!(mapped["metadata"].get("revenue").is_none());
         assert!(mapped["user"].get("userID").is_none());
         assert_eq!(mapped["user"]["customIDs"]["stableID"], "a1");
         // An object is no Statsig value: it stays in the metadata.
-        let mapped = map_event(&e, "value").unwrap();
+        let mapped = as_value(&e, "value").unwrap();
         assert!(mapped.get("value").is_none());
         assert_eq!(mapped["metadata"]["revenue"], "19.99");
-        let mapped = map_event(&e, "").unwrap();
+        let mapped = as_value(&e, "").unwrap();
         assert!(mapped.get("value").is_none());
     }
 
     #[test]
     fn page_and_screen_become_view_events_and_the_rest_is_skipped() {
-        let page = map_event(
+        let page = as_value(
             &event(json!({"type": "page", "name": "Pricing", "userId": "u1",
                 "context": {"page": {"url": "https://x.example/pricing", "path": "/pricing"}}})),
             "value",
@@ -358,7 +429,7 @@ mod tests {
             page["metadata"],
             json!({"name": "Pricing", "url": "https://x.example/pricing", "path": "/pricing"})
         );
-        let screen = map_event(
+        let screen = as_value(
             &event(json!({"type": "screen", "name": "Home", "userId": "u1"})),
             "value",
         )
@@ -369,7 +440,7 @@ mod tests {
             json!({"type": "group", "userId": "u1", "groupId": "g"}),
             json!({"type": "alias", "userId": "u1", "previousId": "a"}),
         ] {
-            assert!(map_event(&event(kind), "value").is_none());
+            assert!(as_value(&event(kind), "value").is_none());
         }
     }
 
