@@ -441,6 +441,8 @@ mod tests {
         http::assert_writes_like_a_json_object(&entry);
         let body = batch_body("phc_key", vec![&entry], "2024-05-01T12:01:00.000Z").unwrap();
         let parsed: Value = serde_json::from_slice(&body).unwrap();
+        // The envelope too: its keys come out sorted, as the json! envelope wrote them.
+        assert_eq!(body, serde_json::to_vec(&parsed).unwrap());
         assert_eq!(parsed["api_key"], "phc_key");
         assert_eq!(
             parsed["batch"][0]["properties"]["$set"]["plan"],

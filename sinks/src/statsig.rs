@@ -353,7 +353,10 @@ mod tests {
         }));
         let mapped = map_event(&source, "value").unwrap();
         http::assert_writes_like_a_json_object(&mapped);
-        let body: Value = serde_json::from_slice(&log_event_body(vec![&mapped]).unwrap()).unwrap();
+        let bytes = log_event_body(vec![&mapped]).unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        // The envelope too: its keys come out sorted, as the json! envelope wrote them.
+        assert_eq!(bytes, serde_json::to_vec(&body).unwrap());
         assert_eq!(body["events"][0]["metadata"]["title"], "T");
         assert_eq!(body["statsigMetadata"]["sdkType"], "switchyard");
     }
