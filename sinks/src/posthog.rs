@@ -205,7 +205,7 @@ pub fn event_uuid(message_id: &str) -> Uuid {
 pub struct Entry<'a> {
     distinct_id: &'a str,
     event: &'a str,
-    properties: BTreeMap<&'a str, Property<'a>>,
+    properties: Properties<'a>,
     timestamp: String,
     uuid: String,
 }
@@ -220,6 +220,9 @@ enum Property<'a> {
     Merged(BTreeMap<&'a str, &'a Value>),
 }
 
+/// An entry's `properties`, by name (sorted, as a `serde_json` object writes them).
+type Properties<'a> = BTreeMap<&'a str, Property<'a>>;
+
 /// The body of `POST /batch/`.
 #[derive(Serialize)]
 struct BatchBody<'a> {
@@ -227,8 +230,6 @@ struct BatchBody<'a> {
     batch: Vec<&'a Entry<'a>>,
     sent_at: &'a str,
 }
-
-type Properties<'a> = BTreeMap<&'a str, Property<'a>>;
 
 fn put_str<'a>(properties: &mut Properties<'a>, key: &'a str, value: Option<&'a str>) {
     if let Some(value) = value.filter(|v| !v.is_empty()) {

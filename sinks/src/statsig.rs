@@ -219,7 +219,7 @@ pub struct StatsigEvent<'a> {
 }
 
 /// The event's `user`, fields in alphabetical order.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Serialize)]
 struct StatsigUser<'a> {
     #[serde(rename = "appVersion", skip_serializing_if = "Option::is_none")]
     app_version: Option<&'a str>,
