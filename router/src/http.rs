@@ -25,7 +25,7 @@ use switchyard_sinks::log::LogError;
 use tokio::net::TcpListener;
 
 use crate::app::{App, SourceCounters};
-use crate::ingest::{decode_body, normalize_all, Normalized, Rejection, RequestFacts};
+use crate::ingest::{decode_scanned_body, normalize_all, Normalized, Rejection, RequestFacts};
 
 /// The response body type.
 pub type Body = Full<Bytes>;
@@ -518,8 +518,8 @@ async fn ingest(
         .get(CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok());
     let body = crate::body::decode_content(raw, encoding, server.max_decompressed_bytes)?;
-    check_nesting(&body, &runtime.config.limits)?;
-    let decoded = decode_body(&body, implied_type, server.max_event_bytes)?;
+    let shape = check_nesting(&body, &runtime.config.limits)?;
+    let decoded = decode_scanned_body(&body, &shape, implied_type, server.max_event_bytes)?;
 
     let key = basic_auth_key(&parts.headers).or_else(|| decoded.write_key.clone());
     let Some(source) = runtime.authenticate(key.as_deref()) else {
@@ -541,8 +541,9 @@ async fn ingest(
 pub(crate) fn check_nesting(
     body: &[u8],
     limits: &switchyard_config::LimitsConfig,
-) -> Result<(), ApiError> {
-    let shape = crate::limits::json_shape(body);
+) -> Result<crate::limits::BodyShape, ApiError> {
+    let scanned = crate::limits::body_shape(body);
+    let shape = scanned.shape;
     if shape.max_depth > limits.max_json_depth + 2 {
         return Err(ApiError::bad_request(
             "too_deep",
@@ -552,7 +553,7 @@ pub(crate) fn check_nesting(
             ),
         ));
     }
-    Ok(())
+    Ok(scanned)
 }
 
 /// Appends events to the ingest log off the async threads, and words a failure for the client:

@@ -139,12 +139,26 @@ pub struct JsonShape {
     pub members: usize,
 }
 
+/// A request body's shape and, when it is an object with a `"batch"` array, where each of that
+/// array's elements lies in the body (byte ranges, whitespace trimmed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyShape {
+    pub shape: JsonShape,
+    /// Only meaningful once a parser has accepted the body: the scan does not validate.
+    pub batch_elements: Option<Vec<std::ops::Range<usize>>>,
+}
+
 /// Scans `text` (which need not be valid JSON: the parser judges that later).
+pub fn json_shape(text: &[u8]) -> JsonShape {
+    body_shape(text).shape
+}
+
+/// Scans `text` for its shape and the elements of a top-level `"batch"` array (see [`BodyShape`]).
 ///
 /// Most of an event is string contents, which are skipped eight bytes at a time: a word is
 /// searched for `"` and `\\` with the classic zero-byte bit trick, which flags the first matching
 /// byte exactly (a borrow can only flag bytes after a true match).
-pub fn json_shape(text: &[u8]) -> JsonShape {
+pub fn body_shape(text: &[u8]) -> BodyShape {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     const QUOTES: u64 = ONES * b'"' as u64;
@@ -152,18 +166,37 @@ pub fn json_shape(text: &[u8]) -> JsonShape {
     fn zero_bytes(word: u64) -> u64 {
         word.wrapping_sub(ONES) & !word & HIGHS
     }
+    fn is_space(byte: u8) -> bool {
+        matches!(byte, b' ' | b'\t' | b'\n' | b'\r')
+    }
     let mut depth = 0usize;
     let mut shape = JsonShape {
         max_depth: 0,
         members: 0,
     };
+    // The batch array's elements: the last string closed at depth 1 (the key of a value that
+    // follows), whether the scan is directly inside the batch array, and the open element's start.
+    let mut last_key = 0..0;
+    let mut batch: Option<Vec<std::ops::Range<usize>>> = None;
+    let mut in_batch = false;
+    let mut element_start: Option<usize> = None;
     let length = text.len();
     let mut index = 0;
     while index < length {
         let byte = text[index];
+        if in_batch
+            && depth == 2
+            && element_start.is_none()
+            && !is_space(byte)
+            && byte != b','
+            && byte != b']'
+        {
+            element_start = Some(index);
+        }
         index += 1;
         match byte {
             b'"' => {
+                let string_start = index;
                 // Inside a string until an unescaped quote (or the end of the text).
                 while index < length {
                     if let Some(chunk) = text.get(index..index + 8) {
@@ -185,17 +218,47 @@ pub fn json_shape(text: &[u8]) -> JsonShape {
                         break;
                     }
                 }
+                if depth == 1 {
+                    last_key = string_start..index.saturating_sub(1);
+                }
             }
             b'{' | b'[' => {
+                if byte == b'['
+                    && depth == 1
+                    && batch.is_none()
+                    && text.get(last_key.clone()) == Some(b"batch".as_slice())
+                {
+                    batch = Some(Vec::new());
+                    in_batch = true;
+                }
                 depth += 1;
                 shape.max_depth = shape.max_depth.max(depth);
             }
-            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'}' | b']' | b',' => {
+                if in_batch && depth == 2 {
+                    if let (Some(start), Some(elements)) = (element_start.take(), batch.as_mut()) {
+                        let mut end = index - 1;
+                        while end > start && is_space(text[end - 1]) {
+                            end -= 1;
+                        }
+                        elements.push(start..end);
+                    }
+                    if byte == b']' {
+                        in_batch = false;
+                    }
+                }
+                if byte != b',' {
+                    depth = depth.saturating_sub(1);
+                }
+            }
             b':' => shape.members += 1,
             _ => {}
         }
     }
-    shape
+    BodyShape {
+        shape,
+        batch_elements: batch,
+    }
 }
 
 #[cfg(test)]
@@ -259,6 +322,79 @@ mod tests {
         #[test]
         fn word_scan_matches_on_any_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             proptest::prop_assert_eq!(json_shape(&bytes), reference_shape(&bytes));
+        }
+    }
+
+    /// Where serde finds the elements of the body's `"batch"` array.
+    fn serde_batch_elements(body: &str) -> Option<Vec<std::ops::Range<usize>>> {
+        #[derive(serde::Deserialize)]
+        struct Envelope<'a> {
+            #[serde(borrow)]
+            batch: Vec<&'a serde_json::value::RawValue>,
+        }
+        let envelope: Envelope<'_> = serde_json::from_str(body).ok()?;
+        Some(
+            envelope
+                .batch
+                .iter()
+                .map(|raw| {
+                    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+                    start..start + raw.get().len()
+                })
+                .collect(),
+        )
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[a-z\\[\\]{},:\"\\\\ é]{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-z\\]\\[,\"]{0,6}", inner, 0..4)
+                    .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    #[test]
+    fn batch_elements_are_found_where_serde_finds_them() {
+        let body = "{\"sentAt\": \"batch\", \"x\": [1, {\"batch\": [2]}],\n \"batch\" :\t[ {\"a\": \"],\"} ,\"s\",\n[3, 4] , 5 ],\"batch2\": [6]}";
+        assert_eq!(
+            body_shape(body.as_bytes()).batch_elements,
+            serde_batch_elements(body)
+        );
+        assert_eq!(body_shape(b"{\"batch\": [ ]}").batch_elements, Some(vec![]));
+        assert_eq!(body_shape(b"{\"batches\": [1]}").batch_elements, None);
+        assert_eq!(body_shape(b"[{\"batch\": [1]}]").batch_elements, None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn batch_elements_match_serde_on_any_batch(
+            elements in proptest::collection::vec(json_value(), 0..6),
+            pretty in proptest::bool::ANY,
+            space in "[ \t\n\r]{0,3}",
+            before in proptest::option::of(json_value()),
+        ) {
+            let encode = |value: &serde_json::Value| if pretty {
+                serde_json::to_string_pretty(value).unwrap()
+            } else {
+                serde_json::to_string(value).unwrap()
+            };
+            let items: Vec<String> = elements.iter().map(encode).collect();
+            let before = before.map(|value| format!("\"before\":{space}{},", encode(&value))).unwrap_or_default();
+            let body = format!(
+                "{{{space}{before}\"batch\"{space}:{space}[{space}{}{space}]{space},\"after\":[1]}}",
+                items.join(&format!("{space},{space}"))
+            );
+            let found = body_shape(body.as_bytes()).batch_elements;
+            proptest::prop_assert_eq!(found, serde_batch_elements(&body), "{}", body);
         }
     }
 

@@ -3,17 +3,17 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};
-use serde_json::value::RawValue;
 
 use crate::event::{Event, EventType, JsonMap};
 use crate::time::parse_timestamp;
 
-/// The body of `POST /v1/batch`: the messages stay raw so each one is decoded (and rejected) alone.
+/// The body of `POST /v1/batch`. With `M = &RawValue` the messages stay raw so each one is decoded
+/// (and rejected) alone; with `M = InboundMessage` the whole body is decoded in one pass, which is
+/// the fast path for a batch whose every message is valid.
 #[derive(Debug, Deserialize)]
-pub struct BatchEnvelope<'a> {
-    /// The messages, each still undecoded.
-    #[serde(borrow)]
-    pub batch: Vec<&'a RawValue>,
+pub struct BatchEnvelope<M> {
+    /// The messages.
+    pub batch: Vec<M>,
     /// When the client sent the batch.
     #[serde(default, rename = "sentAt")]
     pub sent_at: Option<String>,

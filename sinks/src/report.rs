@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use switchyard_schemas::Event;
 
@@ -102,13 +102,9 @@ pub struct ReportDelta {
     hours: BTreeMap<i64, HourCounts>,
 }
 
+/// The start of `time`'s UTC hour, in seconds since the epoch (called for every event counted).
 fn hour_of(time: &DateTime<Utc>) -> i64 {
-    let start = time
-        .with_minute(0)
-        .and_then(|t| t.with_second(0))
-        .and_then(|t| t.with_nanosecond(0))
-        .unwrap_or(*time);
-    start.timestamp()
+    hour_floor(time.timestamp())
 }
 
 impl ReportDelta {
@@ -237,6 +233,24 @@ mod tests {
             }))
             .unwrap(),
         )
+    }
+
+    #[test]
+    fn an_events_hour_is_the_start_of_its_utc_hour() {
+        use chrono::{Datelike, TimeZone, Timelike};
+        for text in [
+            "2024-03-10T07:59:59.999Z",
+            "2024-03-10T08:00:00Z",
+            "1969-12-31T23:30:00.5Z",
+            "1900-01-01T00:00:01Z",
+            "2262-04-11T23:47:16Z",
+        ] {
+            let time: DateTime<Utc> = text.parse().unwrap();
+            let start = Utc
+                .with_ymd_and_hms(time.year(), time.month(), time.day(), time.hour(), 0, 0)
+                .unwrap();
+            assert_eq!(hour_of(&time), start.timestamp(), "{text}");
+        }
     }
 
     #[test]
