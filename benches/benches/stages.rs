@@ -18,7 +18,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use serde_json::Value;
 use switchyard_benches::corpus;
 use switchyard_router::dedupe::{digest, Deduper};
-use switchyard_router::ingest::{decode_body, normalize_all, RequestFacts};
+use switchyard_router::ingest::{decode_body, decode_scanned_body, normalize_all, RequestFacts};
+use switchyard_router::limits::body_shape;
 use switchyard_sanitizers::pii::PiiDetector;
 use switchyard_sanitizers::{Chain, SanitizeReport, Verdict};
 use switchyard_schemas::Event;
@@ -99,6 +100,17 @@ fn decode(c: &mut Criterion) {
             turn += 1;
             let body = &bodies[turn % bodies.len()];
             black_box(decode_body(black_box(body), None, MAX_EVENT_BYTES).ok())
+        })
+    });
+    // The same scan, then each message decoded alone: the path a batch with a bad message takes
+    // (and, before the one-pass decode, every batch).
+    group.bench_function("decode_body_message_by_message", |b| {
+        b.iter(|| {
+            turn += 1;
+            let body = &bodies[turn % bodies.len()];
+            let mut shape = body_shape(black_box(body));
+            shape.batch_elements = None;
+            black_box(decode_scanned_body(body, &shape, None, MAX_EVENT_BYTES).ok())
         })
     });
     group.bench_function("decode_body+normalize_all", |b| {

@@ -82,6 +82,7 @@ fn every_problem_is_reported_at_once_with_its_path() {
         path = "${MISSING_DIR}/x"
         [sinks.local.batch]
         max_events = 0
+        max_concurrent_requests = 0
         [sinks.local.rollout]
         percent = 101
 
@@ -107,6 +108,7 @@ fn every_problem_is_reported_at_once_with_its_path() {
         "server.colour: unknown field",
         "sinks.local.path: environment variable MISSING_DIR is not set",
         "sinks.local.batch.max_events: must be > 0",
+        "sinks.local.batch.max_concurrent_requests: must be 1..=64",
         "sinks.local.rollout.percent: must be between 0 and 100",
         "sinks.bad.type: unknown variant `carrier_pigeon`",
         "sinks.typo: unknown field `colour`",

@@ -168,7 +168,8 @@ impl Engine {
         consent: &ConsentSettings,
     ) -> Result<(Arc<dyn Sink>, EventStage), String> {
         let stage = build_stage(name, settings, consent, &self.quarantine)?;
-        let sink = build_sink(name, &settings.kind).map_err(|e| format!("sinks.{name}: {e}"))?;
+        let sink = build_sink(name, &settings.kind, &settings.common.batch)
+            .map_err(|e| format!("sinks.{name}: {e}"))?;
         sink.start()
             .await
             .map_err(|e| format!("sinks.{name}: {e}"))?;

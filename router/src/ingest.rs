@@ -167,7 +167,10 @@ fn decode_valid_batch(
     if !all_plain_objects {
         return None;
     }
-    let envelope: BatchEnvelope<InboundMessage> = serde_json::from_slice(body).ok()?;
+    // One UTF-8 check of the whole body, then the `str` reader, which skips the per-string checks
+    // the byte reader makes (those made the one-pass decode slower than the two passes).
+    let text = std::str::from_utf8(body).ok()?;
+    let envelope: BatchEnvelope<InboundMessage> = serde_json::from_str(text).ok()?;
     if envelope.batch.len() != elements.len() {
         return None;
     }

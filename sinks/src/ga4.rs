@@ -255,7 +255,11 @@ pub struct Ga4Sink {
 }
 
 impl Ga4Sink {
-    pub fn new(name: &str, config: Ga4SinkConfig) -> Result<Ga4Sink, SinkError> {
+    pub fn new(
+        name: &str,
+        config: Ga4SinkConfig,
+        max_concurrent_requests: usize,
+    ) -> Result<Ga4Sink, SinkError> {
         let base = http::join_url(&config.url, "mp/collect");
         let endpoint = reqwest::Url::parse_with_params(
             &base,
@@ -270,7 +274,7 @@ impl Ga4Sink {
             endpoint,
             client: http::shared_client()?,
             config,
-            progress: RequestProgress::default(),
+            progress: RequestProgress::new(max_concurrent_requests),
             stats: Arc::default(),
             counted_batch: std::sync::Mutex::new(None),
         })

@@ -13,6 +13,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 use switchyard_schemas::Event;
@@ -278,12 +279,20 @@ pub struct Planned<T> {
 /// Which requests of the batch in hand a vendor already accepted. The delivery runner retries a failed
 /// batch as a whole; a sink that split it into several requests uses this to re-send only the ones
 /// that were not accepted, so a retry does not duplicate events at vendors that do not de-duplicate.
-#[derive(Default)]
 pub struct RequestProgress {
     state: Mutex<Option<(u64, HashSet<u64>)>>,
+    /// Most requests of one batch in flight at once (`batch.max_concurrent_requests`).
+    max_concurrent: usize,
 }
 
 impl RequestProgress {
+    pub fn new(max_concurrent: usize) -> RequestProgress {
+        RequestProgress {
+            state: Mutex::new(None),
+            max_concurrent: max_concurrent.max(1),
+        }
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut Option<(u64, HashSet<u64>)>) -> R) -> R {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
@@ -313,8 +322,10 @@ impl RequestProgress {
         self.with(|state| *state = None)
     }
 
-    /// Sends the planned requests in order, skipping those already accepted in an earlier attempt at
-    /// the same batch. Stops at the first failure; its message says which request failed.
+    /// Sends the planned requests, up to `max_concurrent` at once and started in order, skipping
+    /// those already accepted in an earlier attempt at the same batch. After a failure no further
+    /// request is started; the ones in flight finish (and count as accepted if they were), and the
+    /// error of the first failed request (in plan order) is returned, saying which one it was.
     pub async fn send_all<T, F, Fut>(
         &self,
         batch_key: u64,
@@ -326,44 +337,65 @@ impl RequestProgress {
         Fut: Future<Output = Result<(), SendError>>,
     {
         let total = requests.len();
-        for (index, request) in requests.into_iter().enumerate() {
-            if self.accepted(batch_key, request.key) {
-                continue;
+        let mut pending = requests
+            .into_iter()
+            .enumerate()
+            .filter(|(_, request)| !self.accepted(batch_key, request.key));
+        let mut in_flight = FuturesUnordered::new();
+        // (index in the plan, events it carried, error)
+        let mut first_failure: Option<(usize, usize, SendError)> = None;
+        loop {
+            while first_failure.is_none() && in_flight.len() < self.max_concurrent {
+                let Some((index, request)) = pending.next() else {
+                    break;
+                };
+                let (key, events) = (request.key, request.events);
+                let response = send(request.body);
+                in_flight.push(async move { (index, key, events, response.await) });
             }
-            let (key, events) = (request.key, request.events);
-            match send(request.body).await {
+            let Some((index, key, events, result)) = in_flight.next().await else {
+                break;
+            };
+            match result {
                 Ok(()) => self.mark(batch_key, key),
                 Err(error) => {
-                    let context = |message: String| {
-                        if total == 1 {
-                            message
-                        } else {
-                            format!(
-                                "request {} of {total} ({events} events; earlier ones accepted): {message}",
-                                index + 1
-                            )
-                        }
-                    };
-                    let error = match error {
-                        SendError::Permanent(message) => {
-                            self.clear();
-                            SendError::Permanent(context(message))
-                        }
-                        SendError::Retryable(message) => SendError::Retryable(context(message)),
-                        SendError::RateLimited {
-                            retry_after,
-                            message,
-                        } => SendError::RateLimited {
-                            retry_after,
-                            message: context(message),
-                        },
-                    };
-                    return Err(error);
+                    if first_failure
+                        .as_ref()
+                        .is_none_or(|(first, _, _)| index < *first)
+                    {
+                        first_failure = Some((index, events, error));
+                    }
                 }
             }
         }
-        self.clear();
-        Ok(())
+        let Some((index, events, error)) = first_failure else {
+            self.clear();
+            return Ok(());
+        };
+        let context = |message: String| {
+            if total == 1 {
+                message
+            } else {
+                format!(
+                    "request {} of {total} ({events} events; requests already accepted are not sent again): {message}",
+                    index + 1
+                )
+            }
+        };
+        Err(match error {
+            SendError::Permanent(message) => {
+                self.clear();
+                SendError::Permanent(context(message))
+            }
+            SendError::Retryable(message) => SendError::Retryable(context(message)),
+            SendError::RateLimited {
+                retry_after,
+                message,
+            } => SendError::RateLimited {
+                retry_after,
+                message: context(message),
+            },
+        })
     }
 }
 
@@ -496,7 +528,7 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        let progress = RequestProgress::default();
+        let progress = RequestProgress::new(1);
         let sent = Mutex::new(Vec::new());
         let calls = AtomicUsize::new(0);
         let send = |body: String| {
@@ -523,5 +555,96 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(sent.lock().unwrap().len(), 7);
+
+        // Sent three at a time, the third is already on its way when the second fails; the retry
+        // sends only the second.
+        let progress = RequestProgress::new(3);
+        sent.lock().unwrap().clear();
+        calls.store(0, Ordering::SeqCst);
+        let first = progress.send_all(batch_key, plan(), send).await;
+        assert!(matches!(first, Err(SendError::Retryable(m)) if m.starts_with("request 2 of 3")));
+        progress.send_all(batch_key, plan(), send).await.unwrap();
+        assert_eq!(*sent.lock().unwrap(), vec!["m0", "m1", "m2", "m1"]);
+    }
+
+    #[tokio::test]
+    async fn requests_of_a_batch_overlap_up_to_the_limit() {
+        let events: Vec<Event> = (0..10).map(|i| event(&format!("m{i}"))).collect();
+        for limit in [1, 4, 32] {
+            let plan = events
+                .iter()
+                .map(|e| Planned {
+                    key: fingerprint([e]),
+                    events: 1,
+                    body: (),
+                })
+                .collect::<Vec<_>>();
+            let now = AtomicUsize::new(0);
+            let most = AtomicUsize::new(0);
+            let send = |()| {
+                let (now, most) = (&now, &most);
+                async move {
+                    let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(running, Ordering::SeqCst);
+                    for _ in 0..3 {
+                        tokio::task::yield_now().await;
+                    }
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            };
+            RequestProgress::new(limit)
+                .send_all(fingerprint(&events), plan, send)
+                .await
+                .unwrap();
+            assert_eq!(
+                most.load(Ordering::SeqCst),
+                limit.min(events.len()),
+                "limit {limit}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_failure_in_plan_order_is_reported_and_nothing_more_is_started() {
+        let events: Vec<Event> = (0..6).map(|i| event(&format!("m{i}"))).collect();
+        let plan = || {
+            events
+                .iter()
+                .enumerate()
+                .map(|(index, e)| Planned {
+                    key: fingerprint([e]),
+                    events: 1,
+                    body: index,
+                })
+                .collect::<Vec<_>>()
+        };
+        let started = Mutex::new(Vec::new());
+        // Request 3 fails at once, request 2 fails later: 2 is the first in plan order.
+        let send = |index: usize| {
+            started.lock().unwrap().push(index);
+            async move {
+                if index != 2 {
+                    for _ in 0..5 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                match index {
+                    1 => Err(SendError::Permanent("second".into())),
+                    2 => Err(SendError::Retryable("third".into())),
+                    _ => Ok(()),
+                }
+            }
+        };
+        let progress = RequestProgress::new(3);
+        let result = progress.send_all(7, plan(), send).await;
+        match result {
+            Err(SendError::Permanent(message)) => {
+                assert!(message.starts_with("request 2 of 6"), "{message}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // The failure came back before anything else finished: nothing was started after it.
+        assert_eq!(*started.lock().unwrap(), vec![0, 1, 2]);
     }
 }

@@ -119,13 +119,17 @@ pub struct PosthogSink {
 }
 
 impl PosthogSink {
-    pub fn new(name: &str, config: PosthogSinkConfig) -> Result<PosthogSink, SinkError> {
+    pub fn new(
+        name: &str,
+        config: PosthogSinkConfig,
+        max_concurrent_requests: usize,
+    ) -> Result<PosthogSink, SinkError> {
         Ok(PosthogSink {
             name: name.to_string(),
             endpoint: http::join_url(&config.url, "batch/"),
             client: http::shared_client()?,
             config,
-            progress: RequestProgress::default(),
+            progress: RequestProgress::new(max_concurrent_requests),
             stats: Arc::default(),
         })
     }

@@ -166,6 +166,7 @@ impl ClickhouseSinkConfig {
             max_events: 10_000,
             max_bytes: 16 * 1024 * 1024,
             max_wait_ms: 1000,
+            ..BatchConfig::default()
         }
     }
 
@@ -242,6 +243,15 @@ pub struct BatchConfig {
     pub max_bytes: usize,
     /// Longest time the first event of a batch waits for more.
     pub max_wait_ms: u64,
+    /// Most requests of one batch in flight at once, for sinks that split a batch into several
+    /// requests (PostHog, Statsig, GA4): one at a time, a vendor's round trip caps the sink at a few
+    /// requests per second.
+    pub max_concurrent_requests: usize,
+}
+
+impl BatchConfig {
+    /// The upper bound of `max_concurrent_requests`.
+    pub const MAX_CONCURRENT_REQUESTS: usize = 64;
 }
 
 impl Default for BatchConfig {
@@ -250,6 +260,7 @@ impl Default for BatchConfig {
             max_events: 1000,
             max_bytes: 4 * 1024 * 1024,
             max_wait_ms: 500,
+            max_concurrent_requests: 4,
         }
     }
 }
@@ -421,6 +432,13 @@ impl CommonSinkSettings {
         }
         if self.batch.max_wait_ms == 0 {
             problems.push(("batch.max_wait_ms".into(), "must be > 0".into()));
+        }
+        if !(1..=BatchConfig::MAX_CONCURRENT_REQUESTS).contains(&self.batch.max_concurrent_requests)
+        {
+            problems.push((
+                "batch.max_concurrent_requests".into(),
+                format!("must be 1..={}", BatchConfig::MAX_CONCURRENT_REQUESTS),
+            ));
         }
         for (path, message) in self.rollout.validate() {
             problems.push((format!("rollout.{path}"), message));

@@ -84,8 +84,14 @@ pub trait Sink: Send + Sync + 'static {
     }
 }
 
-/// Builds the sink for a configured type. `name` is only used in error messages.
-pub fn build_sink(name: &str, kind: &SinkKind) -> Result<Arc<dyn Sink>, SinkError> {
+/// Builds the sink for a configured type. `name` is only used in error messages; sinks that split a
+/// batch into several requests send up to `batch.max_concurrent_requests` of them at once.
+pub fn build_sink(
+    name: &str,
+    kind: &SinkKind,
+    batch: &crate::settings::BatchConfig,
+) -> Result<Arc<dyn Sink>, SinkError> {
+    let concurrent = batch.max_concurrent_requests;
     match kind {
         SinkKind::File(config) => Ok(Arc::new(crate::file::FileSink::new(name, config.clone()))),
         SinkKind::Clickhouse(config) => Ok(Arc::new(crate::clickhouse::ClickhouseSink::new(
@@ -95,12 +101,18 @@ pub fn build_sink(name: &str, kind: &SinkKind) -> Result<Arc<dyn Sink>, SinkErro
         SinkKind::Posthog(config) => Ok(Arc::new(crate::posthog::PosthogSink::new(
             name,
             config.clone(),
+            concurrent,
         )?)),
         SinkKind::Statsig(config) => Ok(Arc::new(crate::statsig::StatsigSink::new(
             name,
             config.clone(),
+            concurrent,
         )?)),
-        SinkKind::Ga4(config) => Ok(Arc::new(crate::ga4::Ga4Sink::new(name, config.clone())?)),
+        SinkKind::Ga4(config) => Ok(Arc::new(crate::ga4::Ga4Sink::new(
+            name,
+            config.clone(),
+            concurrent,
+        )?)),
         SinkKind::Webhook(config) => Ok(Arc::new(crate::webhook::WebhookSink::new(
             name,
             config.clone(),

@@ -118,13 +118,17 @@ pub struct StatsigSink {
 }
 
 impl StatsigSink {
-    pub fn new(name: &str, config: StatsigSinkConfig) -> Result<StatsigSink, SinkError> {
+    pub fn new(
+        name: &str,
+        config: StatsigSinkConfig,
+        max_concurrent_requests: usize,
+    ) -> Result<StatsigSink, SinkError> {
         Ok(StatsigSink {
             name: name.to_string(),
             endpoint: http::join_url(&config.url, "v1/log_event"),
             client: http::shared_client()?,
             config,
-            progress: RequestProgress::default(),
+            progress: RequestProgress::new(max_concurrent_requests),
             stats: Arc::default(),
         })
     }
