@@ -177,7 +177,7 @@ url = "http://127.0.0.1:$http_port"
 database = "bench"
 table = "events"
 [sinks.warehouse.batch]
-max_events = 50000
+max_events = ${CH_BATCH_EVENTS:-50000}
 max_wait_ms = 1000
 
 [sinks.posthog]

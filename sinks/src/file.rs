@@ -71,45 +71,13 @@ impl FileSink {
                 file.sync_data().map_err(|e| {
                     SendError::Retryable(format!("fsync {}: {e}", file_path.display()))
                 })?;
-            } else if crosses_writeback_mark(size_before, bytes.len() as u64) {
-                start_writeback(&file);
+            } else if crate::writeback::crosses_writeback_mark(size_before, bytes.len() as u64) {
+                crate::writeback::start_writeback(&file);
             }
         }
         Ok(())
     }
 }
-
-/// Bytes appended to a file between two requests for writeback (see [`start_writeback`]): bounds
-/// what a busy file holds dirty, while a quiet one is not rewritten page by page at every batch.
-const WRITEBACK_EVERY_BYTES: u64 = 8 * 1024 * 1024;
-
-/// Whether appending `written` bytes to a file of `size_before` bytes passes a multiple of
-/// [`WRITEBACK_EVERY_BYTES`].
-fn crosses_writeback_mark(size_before: u64, written: u64) -> bool {
-    size_before / WRITEBACK_EVERY_BYTES
-        != size_before.saturating_add(written) / WRITEBACK_EVERY_BYTES
-}
-
-/// Asks the kernel to start writing the file's dirty pages to disk now; the call does not wait for
-/// the writes (it can block briefly when the device's queue is full: it runs on a blocking thread).
-/// Left alone, pages written at 100+ MB/s sit dirty until the 30 s expiry and are then written back
-/// in a burst that stalled the sink long enough to fall out of the ingest log's cache, after which
-/// it had to catch up from disk (see BENCHMARKS.md, third pass). Best effort: an error here changes
-/// nothing about what was written.
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &std::fs::File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the descriptor stays open for the call (`file` is borrowed), and sync_file_range only
-    // takes integers: no memory is shared with the kernel.
-    let result =
-        unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-    if result != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "file sink: sync_file_range failed");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &std::fs::File) {}
 
 #[async_trait]
 impl Sink for FileSink {
@@ -152,17 +120,6 @@ impl Sink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn writeback_is_asked_for_once_per_mark_passed() {
-        let mark = WRITEBACK_EVERY_BYTES;
-        assert!(!crosses_writeback_mark(0, 4096));
-        assert!(!crosses_writeback_mark(mark - 4097, 4096));
-        assert!(crosses_writeback_mark(mark - 4096, 4096));
-        assert!(!crosses_writeback_mark(mark, 4096));
-        assert!(crosses_writeback_mark(mark - 1, 3 * mark));
-        assert!(!crosses_writeback_mark(u64::MAX - 1, 10));
-    }
 
     #[tokio::test]
     async fn writes_one_line_per_event_into_hourly_files() {

@@ -19,6 +19,7 @@ pub mod settings;
 pub mod sink;
 pub mod statsig;
 pub mod webhook;
+mod writeback;
 
 pub use settings::{SinkKind, SinkSettings};
 pub use sink::{build_sink, SendError, Sink, SinkError};

@@ -439,10 +439,14 @@ impl IngestLog {
             .active
             .as_mut()
             .ok_or_else(|| LogError::Encode("no active segment".into()))?;
+        let size_before = segment.bytes;
         file.write_all(record).map_err(io_error(&path))?;
         if self.options.fsync_interval.is_zero() {
             file.sync_data().map_err(io_error(&path))?;
         } else {
+            if crate::writeback::crosses_writeback_mark(size_before, record.len() as u64) {
+                crate::writeback::start_writeback(file);
+            }
             writer.dirty = true;
         }
         let segment = writer
