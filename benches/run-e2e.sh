@@ -12,6 +12,9 @@
 #   default cases: disk memory latency
 #   --quick: 10 s runs (soak 60 s) for a smoke check; the headline figure is 60 s (the default).
 #   --no-build: use the binaries in target/release; SWITCHYARD_BIN=path runs another switchyard build.
+#   Environment: EXTRA (TOML appended after the file sink's section), TMPDIR (where data goes),
+#   CH_BATCH_EVENTS (ClickHouse batch, default 50000), CH_CACHE_MB (delivery.cache_mb of the
+#   clickhouse case, default 512).
 # Every figure printed is from switchyard-loadgen; the load average is printed before each case.
 set -euo pipefail
 
@@ -167,6 +170,9 @@ data_dir = "$dir/data"
 
 [delivery]
 durability = "disk"
+# Room for about two ClickHouse batches of decoded events (2 x 50,000 x ~5 KB), so the warehouse
+# sink reads from memory while an insert is in flight.
+cache_mb = ${CH_CACHE_MB:-512}
 
 [[sanitizers]]
 type = "pii"

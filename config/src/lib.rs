@@ -415,6 +415,9 @@ fn validate(config: &Config) -> Vec<ConfigProblem> {
     if delivery.segment_bytes < 4096 {
         push("delivery.segment_bytes", "must be >= 4096".into());
     }
+    if !(1..=1024 * 1024).contains(&delivery.cache_mb) {
+        push("delivery.cache_mb", "must be 1..=1048576".into());
+    }
     if config.rollout.seed.is_empty() {
         push("rollout.seed", "must not be empty".into());
     }

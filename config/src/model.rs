@@ -190,6 +190,11 @@ pub struct DeliveryConfig {
     pub max_disk_bytes: u64,
     /// Size at which a log segment is closed and a new one started.
     pub segment_bytes: u64,
+    /// Memory (MiB) for records kept decoded until every sink has delivered them (`disk`
+    /// durability). A sink that falls further behind reads its records back from disk and decodes
+    /// them again, at about three times the CPU; a sink with large batches (ClickHouse) needs room
+    /// for about two of its batches (roughly 5 KB per event).
+    pub cache_mb: u64,
     /// How long delivered log segments are kept for replay.
     pub retention_hours: u64,
     /// Window in which a re-sent messageId (same source) is accepted but not routed again; 0 turns
@@ -206,6 +211,7 @@ impl Default for DeliveryConfig {
             fsync_interval_ms: 1000,
             max_disk_bytes: 10 * 1024 * 1024 * 1024,
             segment_bytes: 64 * 1024 * 1024,
+            cache_mb: 256,
             retention_hours: 168,
             dedupe_window_secs: 600,
             dedupe_max_entries: 1_000_000,

@@ -77,6 +77,9 @@ fn every_problem_is_reported_at_once_with_its_path() {
         [sources.web]
         write_keys = []
 
+        [delivery]
+        cache_mb = 0
+
         [sinks.local]
         type = "file"
         path = "${MISSING_DIR}/x"
@@ -109,6 +112,7 @@ fn every_problem_is_reported_at_once_with_its_path() {
         "sinks.local.path: environment variable MISSING_DIR is not set",
         "sinks.local.batch.max_events: must be > 0",
         "sinks.local.batch.max_concurrent_requests: must be 1..=64",
+        "delivery.cache_mb: must be 1..=1048576",
         "sinks.local.rollout.percent: must be between 0 and 100",
         "sinks.bad.type: unknown variant `carrier_pigeon`",
         "sinks.typo: unknown field `colour`",

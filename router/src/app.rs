@@ -273,7 +273,8 @@ impl App {
             segment_bytes: delivery.segment_bytes,
             max_bytes: delivery.max_disk_bytes,
             retention: Duration::from_secs(delivery.retention_hours * 3600),
-            ..LogOptions::default()
+            cache_bytes: usize::try_from(delivery.cache_mb.saturating_mul(1024 * 1024))
+                .unwrap_or(usize::MAX),
         })
         .map_err(|e| StartError::Setup(vec![e.to_string()]))?;
         let recovery = log.recovery().clone();

@@ -233,6 +233,8 @@ struct Runner {
     /// Report counts not yet merged into the shared report.
     report_delta: ReportDelta,
     last_report_persist: Instant,
+    /// Whether the log was told this sink is failing (see [`IngestLog::set_stalled`]).
+    stalled: bool,
 }
 
 enum Delivery {
@@ -284,6 +286,7 @@ impl Runner {
             committed: 0,
             report_delta: ReportDelta::default(),
             last_report_persist: Instant::now(),
+            stalled: false,
         }
     }
 
@@ -298,6 +301,8 @@ impl Runner {
 
     async fn run(mut self) {
         let name = self.parts.name.clone();
+        // A runner replaced on reload may have left the sink marked as failing.
+        self.parts.log.set_stalled(&name, false);
         let log = self.parts.log.clone();
         let mut read_position = match log.register_consumer(&name) {
             Ok(start) => start,
@@ -615,6 +620,7 @@ impl Runner {
             let error = match outcome {
                 Ok(()) => {
                     self.breaker.on_success();
+                    self.set_stalled(false);
                     SinkStats::add(&self.parts.stats.delivered, size);
                     let by = self.parts.rollout.get().by;
                     self.report_delta
@@ -651,6 +657,7 @@ impl Runner {
                 return Delivery::Done;
             }
             SinkStats::add(&self.parts.stats.retries, 1);
+            self.set_stalled(true);
             let wait = match &error {
                 SendError::RateLimited {
                     retry_after: Some(after),
@@ -663,6 +670,14 @@ impl Runner {
                 _ = tokio::time::sleep(wait) => {}
                 _ = wait_for_shutdown(&mut self.signal) => return Delivery::Interrupted,
             }
+        }
+    }
+
+    /// Tells the log whether this sink is failing, so the log's cache is not spent on it meanwhile.
+    fn set_stalled(&mut self, stalled: bool) {
+        if self.stalled != stalled {
+            self.stalled = stalled;
+            self.parts.log.set_stalled(&self.parts.name, stalled);
         }
     }
 

@@ -12,7 +12,7 @@
 //! With `durability = "memory"` there are no files: records live only in memory until every sink has
 //! passed them, and are lost on a crash.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -46,8 +46,9 @@ pub struct LogOptions {
     pub max_bytes: u64,
     /// Fully delivered segments are kept this long for `switchyard replay`.
     pub retention: Duration,
-    /// Memory for recent records kept decoded for sinks that keep up (disk mode), estimated as
-    /// [`DECODED_PER_ENCODED_BYTE`] times their encoded size.
+    /// Memory for records kept decoded until every sink has them (disk mode), estimated as
+    /// [`DECODED_PER_ENCODED_BYTE`] times their encoded size. A sink further behind reads and
+    /// decodes the records from disk, at about three times the CPU.
     pub cache_bytes: usize,
 }
 
@@ -59,7 +60,7 @@ impl Default for LogOptions {
             segment_bytes: 64 * 1024 * 1024,
             max_bytes: 10 * 1024 * 1024 * 1024,
             retention: Duration::from_secs(168 * 3600),
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -172,6 +173,9 @@ pub struct IngestLog {
     /// Readers whose records may be dropped when the log is full (shadow sinks), with how many records
     /// each lost that way.
     droppable: Mutex<HashMap<String, u64>>,
+    /// Readers whose sink is failing (retrying a batch): they do not hold records in the cache, and
+    /// read from disk once they recover.
+    stalled: Mutex<HashSet<String>>,
     recovery: RecoveryReport,
 }
 
@@ -262,6 +266,7 @@ impl IngestLog {
             head,
             cursors: Mutex::new(cursors),
             droppable: Mutex::new(HashMap::new()),
+            stalled: Mutex::new(HashSet::new()),
             recovery,
         }))
     }
@@ -463,6 +468,10 @@ impl IngestLog {
     #[must_use]
     fn cache_record(&self, record: Record) -> Vec<Record> {
         let mut evicted = Vec::new();
+        // Records every reader has passed are of no more use (a replay reads from disk): freed at
+        // once, so the budget below is spent only on records some sink still needs. A failing
+        // sink does not count: it reads from disk once it recovers.
+        let passed = self.cache_floor();
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         let mut cached = lock(&self.cache_bytes);
         *cached += record.bytes;
@@ -470,8 +479,9 @@ impl IngestLog {
         if self.options.dir.is_some() {
             // `cache_bytes` bounds the memory the decoded records take, which is several times their
             // encoded size (see DECODED_PER_ENCODED_BYTE).
-            while cached.saturating_mul(DECODED_PER_ENCODED_BYTE) > self.options.cache_bytes
-                && cache.len() > 1
+            while cache.len() > 1
+                && (cache.front().is_some_and(|oldest| oldest.seq < passed)
+                    || cached.saturating_mul(DECODED_PER_ENCODED_BYTE) > self.options.cache_bytes)
             {
                 if let Some(old) = cache.pop_front() {
                     *cached -= old.bytes;
@@ -541,6 +551,7 @@ impl IngestLog {
     /// Removes a reader (a sink removed from the config): its cursor no longer holds records.
     pub fn remove_consumer(&self, name: &str) -> Result<(), LogError> {
         lock(&self.cursors).remove(name);
+        lock(&self.stalled).remove(name);
         if let Some(dir) = &self.options.dir {
             let path = dir.join("cursors").join(name);
             match fs::remove_file(&path) {
@@ -616,6 +627,28 @@ impl IngestLog {
         } else {
             readers.remove(name);
         }
+    }
+
+    /// Marks a reader's sink as failing (or recovered). A failing sink's records are not kept in the
+    /// cache for it: a dead sink under load would otherwise fill the cache's whole budget.
+    pub fn set_stalled(&self, name: &str, stalled: bool) {
+        let mut readers = lock(&self.stalled);
+        if stalled {
+            readers.insert(name.to_string());
+        } else {
+            readers.remove(name);
+        }
+    }
+
+    /// The oldest record the cache keeps: the oldest cursor of a reader whose sink is not failing.
+    fn cache_floor(&self) -> u64 {
+        let stalled = lock(&self.stalled);
+        lock(&self.cursors)
+            .iter()
+            .filter(|(name, _)| !stalled.contains(*name))
+            .map(|(_, cursor)| *cursor)
+            .min()
+            .unwrap_or_else(|| self.head())
     }
 
     /// Records a droppable reader lost to the full-log policy (0 for others).
@@ -1076,6 +1109,45 @@ mod tests {
         }
         let writer = lock(&log.writer);
         assert!(writer.closed_unsynced.is_empty() && !writer.dirty);
+    }
+
+    #[test]
+    fn the_cache_keeps_only_records_some_reader_still_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = IngestLog::open(LogOptions {
+            segment_bytes: 1 << 20,
+            ..disk_options(dir.path())
+        })
+        .unwrap();
+        log.register_consumer("fast").unwrap();
+        log.register_consumer("slow").unwrap();
+        let cached_seqs = |log: &IngestLog| -> Vec<u64> {
+            let cache = log.cache.read().unwrap();
+            cache.iter().map(|record| record.seq).collect()
+        };
+        for i in 0..10 {
+            log.append(vec![event(&format!("m{i}"))]).unwrap();
+        }
+        log.commit("fast", 10).unwrap();
+        log.commit("slow", 4).unwrap();
+        log.append(vec![event("m10")]).unwrap();
+        assert_eq!(cached_seqs(&log), (4..11).collect::<Vec<_>>());
+        // What is no longer cached is read from disk, the same records.
+        log.rewind("fast", 0).unwrap();
+        assert_eq!(ids(&log.read(0, 3).unwrap()), ["m0", "m1", "m2"]);
+        log.commit("fast", 11).unwrap();
+        log.commit("slow", 11).unwrap();
+        log.append(vec![event("m11")]).unwrap();
+        assert_eq!(cached_seqs(&log), [11]);
+        // A failing sink holds nothing in the cache; it reads from disk when it recovers.
+        log.set_stalled("slow", true);
+        log.commit("fast", 12).unwrap();
+        log.append(vec![event("m12")]).unwrap();
+        assert_eq!(cached_seqs(&log), [12]);
+        assert_eq!(ids(&log.read(11, 10).unwrap()), ["m11", "m12"]);
+        log.set_stalled("slow", false);
+        log.append(vec![event("m13")]).unwrap();
+        assert_eq!(cached_seqs(&log), [12, 13]);
     }
 
     #[test]
