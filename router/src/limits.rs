@@ -182,17 +182,19 @@ pub fn body_shape(text: &[u8]) -> BodyShape {
     let mut element_start: Option<usize> = None;
     let length = text.len();
     let mut index = 0;
+    // Where the batch element after `index` begins (None before `,`, `]` or the end): elements are
+    // found at the batch's `[` and `,` only, so other bytes cost no extra test.
+    let element_after = |mut index: usize| {
+        while index < length && is_space(text[index]) {
+            index += 1;
+        }
+        match text.get(index) {
+            None | Some(b',' | b']') => None,
+            Some(_) => Some(index),
+        }
+    };
     while index < length {
         let byte = text[index];
-        if in_batch
-            && depth == 2
-            && element_start.is_none()
-            && !is_space(byte)
-            && byte != b','
-            && byte != b']'
-        {
-            element_start = Some(index);
-        }
         index += 1;
         match byte {
             b'"' => {
@@ -230,6 +232,7 @@ pub fn body_shape(text: &[u8]) -> BodyShape {
                 {
                     batch = Some(Vec::new());
                     in_batch = true;
+                    element_start = element_after(index);
                 }
                 depth += 1;
                 shape.max_depth = shape.max_depth.max(depth);
@@ -245,6 +248,8 @@ pub fn body_shape(text: &[u8]) -> BodyShape {
                     }
                     if byte == b']' {
                         in_batch = false;
+                    } else if byte == b',' {
+                        element_start = element_after(index);
                     }
                 }
                 if byte != b',' {
