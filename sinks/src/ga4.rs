@@ -315,7 +315,7 @@ impl Sink for Ga4Sink {
         let requests = plan_requests(mapped, self.config.max_events_per_request, &mut adjustments);
         // Second line of defence: never send what GA4 would silently discard.
         for planned in &requests {
-            if let Err(problem) = validate_payload(&planned.body.1) {
+            if let Err(problem) = &planned.body.1 {
                 return Err(SendError::Permanent(format!(
                     "GA4 payload failed validation before sending: {problem}"
                 )));
@@ -656,24 +656,31 @@ pub fn map_event(
     })
 }
 
-fn request_body(events: &[(&Event, Mapped)]) -> Value {
-    let first = &events[0].1;
-    let mut body = Map::new();
-    body.insert("client_id".into(), json!(first.client_id));
-    if let Some(user_id) = &first.user_id {
-        body.insert("user_id".into(), json!(user_id));
-    }
-    if let Some(earliest) = events.iter().filter_map(|(_, m)| m.timestamp_micros).min() {
-        body.insert("timestamp_micros".into(), json!(earliest));
-    }
-    body.insert(
-        "events".into(),
-        Value::Array(events.iter().map(|(_, m)| m.event.clone()).collect()),
-    );
-    Value::Object(body)
+/// A request body, borrowing the mapped events. Fields are in alphabetical order, as a
+/// `serde_json` object would write them.
+#[derive(Serialize)]
+struct RequestBody<'a> {
+    client_id: &'a str,
+    events: Vec<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp_micros: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
 }
 
-type Body = (Vec<u8>, Value, usize);
+fn request_body<'a>(events: &'a [(&Event, Mapped)]) -> RequestBody<'a> {
+    let first = &events[0].1;
+    RequestBody {
+        client_id: &first.client_id,
+        events: events.iter().map(|(_, m)| &m.event).collect(),
+        timestamp_micros: events.iter().filter_map(|(_, m)| m.timestamp_micros).min(),
+        user_id: first.user_id.as_deref(),
+    }
+}
+
+/// A planned request: its JSON body, the result of checking it against the Measurement Protocol's
+/// rules (see [`validate_payload`]), and how many events it carries.
+type Body = (Vec<u8>, Result<(), String>, usize);
 
 fn push_within_size(
     events: &[(&Event, Mapped)],
@@ -695,10 +702,11 @@ fn push_within_size(
         push_within_size(right, out, adjustments);
         return;
     }
+    let checked = check_request(&body, bytes.len());
     out.push(Planned {
         key: http::fingerprint(events.iter().map(|(e, _)| *e)),
         events: events.len(),
-        body: (bytes, body, events.len()),
+        body: (bytes, checked, events.len()),
     });
 }
 
@@ -744,15 +752,27 @@ pub fn validate_payload(body: &Value) -> Result<(), String> {
     let size = serde_json::to_vec(body)
         .map(|b| b.len())
         .unwrap_or(usize::MAX);
-    if size > MAX_BODY_BYTES {
-        return Err(format!("body is {size} bytes (limit {MAX_BODY_BYTES})"));
-    }
-    if body["client_id"].as_str().unwrap_or_default().is_empty() {
-        return Err("client_id missing".into());
-    }
     let events = body["events"]
         .as_array()
         .ok_or_else(|| "events missing".to_string())?;
+    let request = RequestBody {
+        client_id: body["client_id"].as_str().unwrap_or_default(),
+        events: events.iter().collect(),
+        timestamp_micros: None,
+        user_id: None,
+    };
+    check_request(&request, size)
+}
+
+/// [`validate_payload`] on a planned request whose encoded body is `size` bytes.
+fn check_request(body: &RequestBody<'_>, size: usize) -> Result<(), String> {
+    if size > MAX_BODY_BYTES {
+        return Err(format!("body is {size} bytes (limit {MAX_BODY_BYTES})"));
+    }
+    if body.client_id.is_empty() {
+        return Err("client_id missing".into());
+    }
+    let events = &body.events;
     if events.is_empty() || events.len() > MAX_EVENTS_PER_REQUEST {
         return Err(format!("{} events in one request", events.len()));
     }
@@ -983,13 +1003,17 @@ mod tests {
         let requests = plan_requests(mapped, 25, &mut adjustments);
         let sizes: Vec<usize> = requests.iter().map(|r| r.events).collect();
         assert_eq!(sizes, [25, 25, 5, 5]);
-        assert_eq!(requests[3].body.1["client_id"], "a2");
-        for request in &requests {
-            validate_payload(&request.body.1).unwrap();
-            assert_eq!(
-                request.body.1["timestamp_micros"],
-                json!(1_714_564_800_000_000i64)
-            );
+        let bodies: Vec<Value> = requests
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body.0).unwrap())
+            .collect();
+        assert_eq!(bodies[3]["client_id"], "a2");
+        for (request, body) in requests.iter().zip(&bodies) {
+            request.body.1.clone().unwrap();
+            validate_payload(body).unwrap();
+            assert_eq!(body["timestamp_micros"], json!(1_714_564_800_000_000i64));
+            // The borrowed body writes what the same body as a JSON object writes.
+            assert_eq!(request.body.0, serde_json::to_vec(body).unwrap());
         }
     }
 
