@@ -151,6 +151,17 @@ run_case() {
 # sinks pointed at switchyard-acceptor (accepts everything, counts; the strict fakes of the tests
 # check wire formats but keep every event in memory), no file sink. Delivered counts come from the
 # three sinks' counters.
+# CPU seconds (user + system) a process has used so far; 0 when it is gone. With children: the
+# ClickHouse server runs as a child of its watchdog on some versions.
+cpu_seconds() {
+    local pid="$1" total=0 p
+    for p in "$pid" $(pgrep -P "$pid" 2>/dev/null || true); do
+        [ -r "/proc/$p/stat" ] || continue
+        total=$(( total + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
+    done
+    python3 -c "print($total / $(getconf CLK_TCK))"
+}
+
 run_clickhouse_case() {
     local ch="$WORK/clickhouse" dir="$WORK/clickhouse-case" http_port tcp_port acceptor_log accept_url port ch_pid
     http_port="$(free_port)"; tcp_port="$(free_port)"
@@ -197,11 +208,14 @@ url = "$accept_url"
 api_key = "secret-benchmark"
 TOML
     start_server clickhouse-case "$port"
+    local ch_cpu_before fakes_cpu_before
+    ch_cpu_before="$(cpu_seconds "$ch_pid")"; fakes_cpu_before="$(cpu_seconds "$FAKES_PID")"
     echo
     echo "== case clickhouse: ClickHouse $(curl -s "http://127.0.0.1:$http_port/?query=SELECT%20version()") + PostHog + Statsig (switchyard-acceptor), durability disk, --duration $DURATION --concurrency $CONCURRENCY"
     load_note
     "$LOADGEN" --url "http://127.0.0.1:$port" --pid "$SERVER_PID" --batch "$BATCH" \
         --json "$WORK/clickhouse.json" --duration "$DURATION" --concurrency "$CONCURRENCY"
+    echo "CPU of the other processes during the run (same two cores): ClickHouse server $(python3 -c "print(round($(cpu_seconds "$ch_pid") - $ch_cpu_before, 1))") CPU-s, switchyard-acceptor $(python3 -c "print(round($(cpu_seconds "$FAKES_PID") - $fakes_cpu_before, 1))") CPU-s"
     stop_server
     if grep -q -E "ERROR|panicked" "$dir/stderr.log"; then
         echo "server errors:"; grep -E "ERROR|panicked" "$dir/stderr.log" | head -5
