@@ -324,8 +324,10 @@ impl RequestProgress {
 
     /// Sends the planned requests, up to `max_concurrent` at once and started in order, skipping
     /// those already accepted in an earlier attempt at the same batch. After a failure no further
-    /// request is started; the ones in flight finish (and count as accepted if they were), and the
-    /// error of the first failed request (in plan order) is returned, saying which one it was.
+    /// request is started; the ones in flight finish (and count as accepted if they were). The error
+    /// returned says which request failed: a rate limit if any request was rate-limited (the
+    /// longest `Retry-After`, so the retry waits as the vendor asked), else the first failure in
+    /// plan order.
     pub async fn send_all<T, F, Fut>(
         &self,
         batch_key: u64,
@@ -359,10 +361,9 @@ impl RequestProgress {
             match result {
                 Ok(()) => self.mark(batch_key, key),
                 Err(error) => {
-                    if first_failure
-                        .as_ref()
-                        .is_none_or(|(first, _, _)| index < *first)
-                    {
+                    if first_failure.as_ref().is_none_or(|(first, _, reported)| {
+                        reports_before(&error, index, reported, *first)
+                    }) {
                         first_failure = Some((index, events, error));
                     }
                 }
@@ -396,6 +397,26 @@ impl RequestProgress {
                 message: context(message),
             },
         })
+    }
+}
+
+/// Whether failure `error` of request `index` is the one to report rather than `reported` (of
+/// request `reported_index`): rate limits first (the longest wait), then plan order.
+fn reports_before(
+    error: &SendError,
+    index: usize,
+    reported: &SendError,
+    reported_index: usize,
+) -> bool {
+    let wait = |error: &SendError| match error {
+        SendError::RateLimited { retry_after, .. } => Some(retry_after.unwrap_or_default()),
+        _ => None,
+    };
+    match (wait(error), wait(reported)) {
+        (Some(this), Some(that)) => this > that || (this == that && index < reported_index),
+        (Some(_), None) => true,
+        (None, Some(_)) => false,
+        (None, None) => index < reported_index,
     }
 }
 
@@ -565,6 +586,25 @@ mod tests {
         assert!(matches!(first, Err(SendError::Retryable(m)) if m.starts_with("request 2 of 3")));
         progress.send_all(batch_key, plan(), send).await.unwrap();
         assert_eq!(*sent.lock().unwrap(), vec!["m0", "m1", "m2", "m1"]);
+    }
+
+    #[test]
+    fn a_rate_limit_is_reported_before_other_failures_and_the_longest_wait_wins() {
+        let limited = |secs| SendError::RateLimited {
+            retry_after: Some(Duration::from_secs(secs)),
+            message: "429".into(),
+        };
+        let retryable = SendError::Retryable("503".into());
+        assert!(reports_before(&limited(1), 5, &retryable, 0));
+        assert!(!reports_before(&retryable, 0, &limited(1), 5));
+        assert!(reports_before(&limited(30), 5, &limited(1), 0));
+        assert!(!reports_before(&limited(1), 0, &limited(30), 5));
+        assert!(reports_before(
+            &retryable,
+            0,
+            &SendError::Permanent("400".into()),
+            1
+        ));
     }
 
     #[tokio::test]
