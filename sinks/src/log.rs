@@ -179,12 +179,16 @@ pub struct IngestLog {
     recovery: RecoveryReport,
     /// Where evicted records go to be freed: a thread of their own, so freeing a request's worth of
     /// events (about a tenth of ingest's CPU) is not on the path of a request waiting for its 2xx.
-    freer: std::sync::mpsc::Sender<Vec<Record>>,
+    freer: std::sync::mpsc::SyncSender<Vec<Record>>,
 }
 
+/// Evictions waiting for the freeing thread before appends free their evictions themselves: bounds
+/// the memory waiting to be freed if that thread falls behind.
+const FREE_QUEUE: usize = 64;
+
 /// Starts the thread that frees evicted records; it ends when the log (the sender) is dropped.
-fn spawn_freer() -> std::sync::mpsc::Sender<Vec<Record>> {
-    let (sender, receiver) = std::sync::mpsc::channel::<Vec<Record>>();
+fn spawn_freer() -> std::sync::mpsc::SyncSender<Vec<Record>> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Record>>(FREE_QUEUE);
     let spawned = std::thread::Builder::new()
         .name("switchyard-log-free".into())
         .spawn(move || {
@@ -514,13 +518,13 @@ impl IngestLog {
         evicted
     }
 
-    /// Hands evicted records to the freeing thread (or frees them here if it is gone).
+    /// Hands evicted records to the freeing thread (or frees them here if it is gone or behind).
     fn free(&self, records: Vec<Record>) {
         if records.is_empty() {
             return;
         }
         // A failed send hands the records back in the error, dropped here.
-        let _ = self.freer.send(records);
+        let _ = self.freer.try_send(records);
     }
 
     /// Flushes written records to stable storage if any were written since the last flush.
