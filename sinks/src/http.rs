@@ -344,10 +344,10 @@ impl RequestProgress {
             .enumerate()
             .filter(|(_, request)| !self.accepted(batch_key, request.key));
         let mut in_flight = FuturesUnordered::new();
-        // (index in the plan, events it carried, error)
-        let mut first_failure: Option<(usize, usize, SendError)> = None;
+        // The failure to report: (index in the plan, events it carried, error).
+        let mut reported_failure: Option<(usize, usize, SendError)> = None;
         loop {
-            while first_failure.is_none() && in_flight.len() < self.max_concurrent {
+            while reported_failure.is_none() && in_flight.len() < self.max_concurrent {
                 let Some((index, request)) = pending.next() else {
                     break;
                 };
@@ -361,15 +361,18 @@ impl RequestProgress {
             match result {
                 Ok(()) => self.mark(batch_key, key),
                 Err(error) => {
-                    if first_failure.as_ref().is_none_or(|(first, _, reported)| {
-                        reports_before(&error, index, reported, *first)
-                    }) {
-                        first_failure = Some((index, events, error));
+                    if reported_failure
+                        .as_ref()
+                        .is_none_or(|(reported_index, _, reported)| {
+                            reports_before(&error, index, reported, *reported_index)
+                        })
+                    {
+                        reported_failure = Some((index, events, error));
                     }
                 }
             }
         }
-        let Some((index, events, error)) = first_failure else {
+        let Some((index, events, error)) = reported_failure else {
             self.clear();
             return Ok(());
         };
@@ -646,7 +649,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_first_failure_in_plan_order_is_reported_and_nothing_more_is_started() {
+    async fn the_reported_failure_in_plan_order_is_reported_and_nothing_more_is_started() {
         let events: Vec<Event> = (0..6).map(|i| event(&format!("m{i}"))).collect();
         let plan = || {
             events
