@@ -8,13 +8,15 @@
 #   cases: disk (the headline: durability disk, flat out), memory (durability memory, flat out),
 #          latency (fixed rate at half the disk case's max, or --rate), soak (flat out with RSS),
 #          clickhouse (a local ClickHouse server + PostHog and Statsig sinks against
-#          switchyard-acceptor; needs clickhouse-server), all
+#          switchyard-acceptor; needs clickhouse-server), slow (disk flat out, plus a webhook sink
+#          whose endpoint answers after 250 ms: it lags ever further, memory must stay flat), all
 #   default cases: disk memory latency
 #   --quick: 10 s runs (soak 60 s) for a smoke check; the headline figure is 60 s (the default).
 #   --no-build: use the binaries in target/release; SWITCHYARD_BIN=path runs another switchyard build.
 #   Environment: EXTRA (TOML appended after the file sink's section), TMPDIR (where data goes),
-#   CH_BATCH_EVENTS (ClickHouse batch, default 50000), CH_CACHE_MB (delivery.cache_mb of the
-#   clickhouse case, default 512).
+#   CACHE_MB (delivery.cache_mb of the file sink cases, default 256 as the server's),
+#   CH_BATCH_EVENTS (ClickHouse batch, default 10000 as the sink's), CH_CACHE_MB (delivery.cache_mb
+#   of the clickhouse case, default 256 as the server's).
 # Every figure printed is from switchyard-loadgen; the load average is printed before each case.
 set -euo pipefail
 
@@ -36,8 +38,8 @@ while [ $# -gt 0 ]; do
         --batch) BATCH="$2"; shift ;;
         --rate) RATE="$2"; shift ;;
         -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-        all) CASES+=(disk memory latency soak clickhouse) ;;
-        disk|memory|latency|soak|clickhouse) CASES+=("$1") ;;
+        all) CASES+=(disk memory latency soak clickhouse slow) ;;
+        disk|memory|latency|soak|clickhouse|slow) CASES+=("$1") ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -89,6 +91,7 @@ log_format = "text"
 
 [delivery]
 durability = "$2"
+cache_mb = ${CACHE_MB:-256}
 
 [[sanitizers]]
 type = "pii"
@@ -163,16 +166,13 @@ cpu_seconds() {
 }
 
 run_clickhouse_case() {
-    local ch="$WORK/clickhouse" dir="$WORK/clickhouse-case" http_port tcp_port acceptor_log accept_url port ch_pid
+    local ch="$WORK/clickhouse" dir="$WORK/clickhouse-case" http_port tcp_port accept_url port ch_pid
     http_port="$(free_port)"; tcp_port="$(free_port)"
     mkdir -p "$dir"
     start_local_clickhouse "$ch" "$http_port" "$tcp_port" || return 1
     ch_pid="$CLICKHOUSE_PID"
-    acceptor_log="$WORK/acceptor.log"
-    "$ROOT/target/release/switchyard-acceptor" --listen 127.0.0.1:0 >"$acceptor_log" 2>&1 &
-    FAKES_PID=$!
-    for _ in $(seq 1 50); do grep -q "listening on" "$acceptor_log" && break; sleep 0.1; done
-    accept_url="http://$(sed -n 's/^listening on //p' "$acceptor_log")"
+    start_acceptor
+    accept_url="$ACCEPT_URL"
     port="$(free_port)"
     cat >"$dir/switchyard.toml" <<TOML
 [server]
@@ -181,9 +181,9 @@ data_dir = "$dir/data"
 
 [delivery]
 durability = "disk"
-# Room for about two ClickHouse batches of decoded events (2 x 50,000 x ~5 KB), so the warehouse
-# sink reads from memory while an insert is in flight.
-cache_mb = ${CH_CACHE_MB:-512}
+# The server's and the sink's defaults: 256 MB of decoded events holds about five 10,000-event
+# ClickHouse batches, so the warehouse sink reads from memory while an insert is in flight.
+cache_mb = ${CH_CACHE_MB:-256}
 
 [[sanitizers]]
 type = "pii"
@@ -194,7 +194,7 @@ url = "http://127.0.0.1:$http_port"
 database = "bench"
 table = "events"
 [sinks.warehouse.batch]
-max_events = ${CH_BATCH_EVENTS:-50000}
+max_events = ${CH_BATCH_EVENTS:-10000}
 max_wait_ms = 1000
 
 [sinks.posthog]
@@ -221,11 +221,24 @@ TOML
         echo "server errors:"; grep -E "ERROR|panicked" "$dir/stderr.log" | head -5
     fi
     echo "rows in ClickHouse: $(curl -s "http://127.0.0.1:$http_port/" --data-binary 'SELECT count() FROM bench.events')"
-    kill -TERM "$FAKES_PID" 2>/dev/null && wait "$FAKES_PID" 2>/dev/null || true
-    FAKES_PID=""
-    tail -1 "$acceptor_log" | sed 's/^/acceptor: /'
+    stop_acceptor
     kill -TERM "$ch_pid" 2>/dev/null; wait "$ch_pid" 2>/dev/null || true
     rm -rf "$dir/data" "$ch"
+}
+
+# start_acceptor [ARGS...]: switchyard-acceptor in the background; sets FAKES_PID and ACCEPT_URL.
+start_acceptor() {
+    local log="$WORK/acceptor.log"
+    "$ROOT/target/release/switchyard-acceptor" --listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
+    FAKES_PID=$!
+    for _ in $(seq 1 50); do grep -q "listening on" "$log" && break; sleep 0.1; done
+    ACCEPT_URL="http://$(sed -n 's/^listening on //p' "$log")"
+}
+
+stop_acceptor() {
+    kill -TERM "$FAKES_PID" 2>/dev/null && wait "$FAKES_PID" 2>/dev/null || true
+    FAKES_PID=""
+    tail -1 "$WORK/acceptor.log" | sed 's/^/acceptor: /'
 }
 
 machine
@@ -260,6 +273,12 @@ for case in "${CASES[@]}"; do
                 continue
             fi
             run_clickhouse_case
+            ;;
+        slow)
+            start_acceptor --delay-ms 250
+            EXTRA="${EXTRA:-}"$'\n[sinks.slow]\ntype = "webhook"\n'"url = \"$ACCEPT_URL/collect\""$'\nsecret = "0123456789abcdef0123"\n' \
+                run_case slow disk --duration "$DURATION" --concurrency "$CONCURRENCY"
+            stop_acceptor
             ;;
     esac
 done

@@ -28,10 +28,10 @@ use switchyard_sinks::rollout::RolloutState;
 use switchyard_sinks::settings::{FileSinkConfig, RolloutConfig, RolloutKey, RolloutMode};
 use switchyard_sinks::Sink;
 
-/// The allocator of the `switchyard` binary, so stage costs are what the server pays (with glibc
-/// malloc, allocation costs ~1.5x more and frees on another thread contend for its arenas).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+// The allocator of the `switchyard` binary, with its settings, so stage costs are what the server
+// pays (with glibc malloc, allocation costs ~1.5x more and frees on another thread contend for its
+// arenas).
+switchyard_router::switchyard_allocator!();
 
 /// Events per request / per iteration.
 const BATCH: usize = 100;

@@ -192,8 +192,9 @@ pub struct DeliveryConfig {
     pub segment_bytes: u64,
     /// Memory (MiB) for records kept decoded until every sink has delivered them (`disk`
     /// durability). A sink that falls further behind reads its records back from disk and decodes
-    /// them again, at about three times the CPU; a sink with large batches (ClickHouse) needs room
-    /// for about two of its batches (roughly 5 KB per event).
+    /// them again, at about three times the CPU, and holds nothing in the cache until it catches up;
+    /// a sink with large batches (ClickHouse) needs room for about two of its batches (roughly 5 KB
+    /// per event).
     pub cache_mb: u64,
     /// How long delivered log segments are kept for replay.
     pub retention_hours: u64,
@@ -211,7 +212,7 @@ impl Default for DeliveryConfig {
             fsync_interval_ms: 1000,
             max_disk_bytes: 10 * 1024 * 1024 * 1024,
             segment_bytes: 64 * 1024 * 1024,
-            cache_mb: 256,
+            cache_mb: 128,
             retention_hours: 168,
             dedupe_window_secs: 600,
             dedupe_max_entries: 1_000_000,

@@ -359,7 +359,10 @@ impl Runner {
                 break;
             }
 
-            let records = match self.read(read_position).await {
+            // Only what the batch has room for: records read beyond it would stay in memory,
+            // outside the cache's budget, until this sink got to them (a slow sink, for seconds).
+            let room = max_events.saturating_sub(pending.events.len()).max(1);
+            let records = match self.read(read_position, room).await {
                 Ok(records) => records,
                 Err(message) => {
                     self.record_error(&message);
@@ -531,12 +534,13 @@ impl Runner {
         }
     }
 
-    async fn read(&self, from: u64) -> Result<Vec<Record>, String> {
+    /// Records from `from` on holding up to `max_events` events (see [`IngestLog::read`]).
+    async fn read(&self, from: u64, max_events: usize) -> Result<Vec<Record>, String> {
         let log = self.parts.log.clone();
         if from >= log.head() {
             return Ok(Vec::new());
         }
-        tokio::task::spawn_blocking(move || log.read(from, 256))
+        tokio::task::spawn_blocking(move || log.read(from, max_events))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())

@@ -32,6 +32,17 @@ const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
 const DECODED_PER_ENCODED_BYTE: usize = 6;
 /// Most encoded bytes one read from disk decodes (at least one record is always returned).
 const DISK_READ_BUDGET_BYTES: usize = 8 * 1024 * 1024;
+/// Read positions remembered for reads from disk (a few per sink reading from disk at once).
+const READ_HINTS: usize = 32;
+
+/// Where a read from disk stopped: the next read, from `next_seq`, starts there.
+#[derive(Clone, Copy)]
+struct ReadHint {
+    next_seq: u64,
+    segment_first_seq: u64,
+    /// Offset in the segment of the record `next_seq`.
+    offset: u64,
+}
 
 /// Where and how the log keeps its records.
 #[derive(Debug, Clone)]
@@ -60,7 +71,7 @@ impl Default for LogOptions {
             segment_bytes: 64 * 1024 * 1024,
             max_bytes: 10 * 1024 * 1024 * 1024,
             retention: Duration::from_secs(168 * 3600),
-            cache_bytes: 256 * 1024 * 1024,
+            cache_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -176,6 +187,8 @@ pub struct IngestLog {
     /// Readers whose sink is failing (retrying a batch): they do not hold records in the cache, and
     /// read from disk once they recover.
     stalled: Mutex<HashSet<String>>,
+    /// Where recent reads from disk stopped (see `read_from_disk`).
+    read_hints: Mutex<VecDeque<ReadHint>>,
     recovery: RecoveryReport,
     /// Where evicted records go to be freed: a thread of their own, so freeing a request's worth of
     /// events (about a tenth of ingest's CPU) is not on the path of a request waiting for its 2xx.
@@ -291,6 +304,7 @@ impl IngestLog {
             cursors: Mutex::new(cursors),
             droppable: Mutex::new(HashMap::new()),
             stalled: Mutex::new(HashSet::new()),
+            read_hints: Mutex::new(VecDeque::new()),
             recovery,
             freer: spawn_freer(),
         }))
@@ -496,8 +510,16 @@ impl IngestLog {
         let mut evicted = Vec::new();
         // Records every reader has passed are of no more use (a replay reads from disk): freed at
         // once, so the budget below is spent only on records some sink still needs. A failing
-        // sink does not count: it reads from disk once it recovers.
-        let passed = self.cache_floor();
+        // sink does not count (it reads from disk once it recovers), nor does one the budget has
+        // already pushed out of the cache (see `cache_floor`). The front only moves under the
+        // writer lock, which the caller holds, so this peek stays true until the write lock below.
+        let front = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .front()
+            .map(|record| record.seq);
+        let passed = self.cache_floor(front);
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         let mut cached = lock(&self.cache_bytes);
         *cached += record.bytes;
@@ -675,12 +697,17 @@ impl IngestLog {
         }
     }
 
-    /// The oldest record the cache keeps: the oldest cursor of a reader whose sink is not failing.
-    fn cache_floor(&self) -> u64 {
+    /// The oldest record the cache keeps: the oldest cursor of a reader that reads from the cache,
+    /// one whose sink is not failing and whose cursor is not before the cache's oldest record
+    /// (`cache_front`). A sink slower than ingest would otherwise hold the whole budget for ever:
+    /// once the budget evicts records it has not read, it reads from disk until it catches up, so
+    /// the records kept for it would be evicted again before it reached them, unused.
+    fn cache_floor(&self, cache_front: Option<u64>) -> u64 {
         let stalled = lock(&self.stalled);
+        let front = cache_front.unwrap_or(0);
         lock(&self.cursors)
             .iter()
-            .filter(|(name, _)| !stalled.contains(*name))
+            .filter(|(name, cursor)| !stalled.contains(*name) && **cursor >= front)
             .map(|(_, cursor)| *cursor)
             .min()
             .unwrap_or_else(|| self.head())
@@ -836,26 +863,28 @@ impl IngestLog {
         }
     }
 
-    /// Reads records from `from_seq` on, at most `max_records`. Recent records come from memory;
-    /// older ones are read from disk (blocking: call from a blocking context for large reads).
-    pub fn read(&self, from_seq: u64, max_records: usize) -> Result<Vec<Record>, LogError> {
+    /// Reads records from `from_seq` on: whole records, at least one, until they hold `max_events`
+    /// events (a sink asks for what its batch has room for: records it held beyond that would stay in
+    /// memory, outside the cache's budget, until it got to them). Recent records come from memory;
+    /// older ones are read from disk, at most 8 MiB of them (blocking: call from a blocking context).
+    pub fn read(&self, from_seq: u64, max_events: usize) -> Result<Vec<Record>, LogError> {
         {
             let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
             if let Some(front) = cache.front() {
                 if from_seq >= front.seq {
                     let skip = (from_seq - front.seq) as usize;
-                    return Ok(cache.iter().skip(skip).take(max_records).cloned().collect());
+                    return Ok(take_events(cache.iter().skip(skip), max_events));
                 }
             }
             if self.options.dir.is_none() {
                 // Memory mode: records before the cache were delivered by everyone or never existed.
-                return Ok(cache.iter().take(max_records).cloned().collect());
+                return Ok(take_events(cache.iter(), max_events));
             }
         }
-        self.read_from_disk(from_seq, max_records)
+        self.read_from_disk(from_seq, max_events)
     }
 
-    fn read_from_disk(&self, from_seq: u64, max_records: usize) -> Result<Vec<Record>, LogError> {
+    fn read_from_disk(&self, from_seq: u64, max_events: usize) -> Result<Vec<Record>, LogError> {
         let segments: Vec<(u64, PathBuf, u64)> = {
             let writer = lock(&self.writer);
             writer
@@ -872,13 +901,24 @@ impl IngestLog {
         // A sink that fell behind the cache reads at most this much JSON per call: decoded, a
         // read of 256 large records took hundreds of MB at once.
         let mut read_bytes = 0usize;
-        let full = |records: &Vec<Record>, read_bytes: usize| {
-            records.len() >= max_records || read_bytes >= DISK_READ_BUDGET_BYTES
+        let mut read_events = 0usize;
+        let full = |read_events: usize, read_bytes: usize| {
+            read_events >= max_events.max(1) || read_bytes >= DISK_READ_BUDGET_BYTES
         };
+        // Where the previous read that ended at `from_seq` stopped, if in this segment: without it
+        // every read scans its segment from the start (tens of MB for a sink reading small batches).
+        let hint = lock(&self.read_hints)
+            .iter()
+            .find(|hint| hint.next_seq == from_seq)
+            .copied();
+        let mut last_read = None;
         for (first_seq, path, valid_bytes) in segments.into_iter().skip(start_index) {
             let mut reader = SegmentReader::open(&path, first_seq)?;
             reader.limit = valid_bytes;
-            while !full(&records, read_bytes) {
+            if let Some(hint) = hint.filter(|hint| hint.segment_first_seq == first_seq) {
+                reader.seek_to(hint.offset)?;
+            }
+            while !full(read_events, read_bytes) {
                 let Some(header) = reader.next_header()? else {
                     break;
                 };
@@ -889,6 +929,12 @@ impl IngestLog {
                 match reader.read_payload(&header)? {
                     Some((events, json)) => {
                         read_bytes += header.length as usize;
+                        read_events += events.len();
+                        last_read = Some(ReadHint {
+                            next_seq: header.seq + 1,
+                            segment_first_seq: first_seq,
+                            offset: reader.position,
+                        });
                         records.push(Record {
                             seq: header.seq,
                             appended_at_ms: header.appended_at_ms,
@@ -902,12 +948,33 @@ impl IngestLog {
                     }
                 }
             }
-            if full(&records, read_bytes) {
+            if full(read_events, read_bytes) {
                 break;
             }
         }
+        if let Some(hint) = last_read {
+            let mut hints = lock(&self.read_hints);
+            hints.retain(|old| old.next_seq != from_seq);
+            if hints.len() >= READ_HINTS {
+                hints.pop_front();
+            }
+            hints.push_back(hint);
+        }
         Ok(records)
     }
+}
+
+/// Whole records from `records`, at least one, until they hold `max_events` events.
+fn take_events<'a>(records: impl Iterator<Item = &'a Record>, max_events: usize) -> Vec<Record> {
+    let mut taken = 0usize;
+    records
+        .take_while(|record| {
+            let room = taken < max_events.max(1);
+            taken += record.events.len();
+            room
+        })
+        .cloned()
+        .collect()
 }
 
 struct Header {
@@ -934,6 +1001,15 @@ impl SegmentReader {
             position: 0,
             limit,
         })
+    }
+
+    /// Continues at `offset`, the start of a record's header.
+    fn seek_to(&mut self, offset: u64) -> Result<(), LogError> {
+        self.reader
+            .seek(SeekFrom::Start(offset))
+            .map_err(io_error(&self.path))?;
+        self.position = offset;
+        Ok(())
     }
 
     /// The next record's header, or None at the end (or at a torn tail).
@@ -1183,6 +1259,81 @@ mod tests {
         log.set_stalled("slow", false);
         log.append(vec![event("m13")]).unwrap();
         assert_eq!(cached_seqs(&log), [12, 13]);
+    }
+
+    #[test]
+    fn a_reader_the_budget_pushed_out_of_the_cache_holds_nothing_in_it() {
+        let record_bytes = {
+            let probe = IngestLog::open(LogOptions::default()).unwrap();
+            probe.append(vec![event("m0")]).unwrap();
+            let bytes = probe.cache.read().unwrap()[0].bytes;
+            bytes
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let log = IngestLog::open(LogOptions {
+            segment_bytes: 1 << 20,
+            // Room for four records of decoded events.
+            cache_bytes: 4 * record_bytes * DECODED_PER_ENCODED_BYTE,
+            ..disk_options(dir.path())
+        })
+        .unwrap();
+        log.register_consumer("fast").unwrap();
+        log.register_consumer("slow").unwrap();
+        let cached_seqs = |log: &IngestLog| -> Vec<u64> {
+            let cache = log.cache.read().unwrap();
+            cache.iter().map(|record| record.seq).collect()
+        };
+        for i in 0..4 {
+            log.append(vec![event(&format!("m{i}"))]).unwrap();
+        }
+        // Both readers are within the cache: it holds what the slower one still needs.
+        log.commit("fast", 4).unwrap();
+        log.commit("slow", 1).unwrap();
+        log.append(vec![event("m4")]).unwrap();
+        assert_eq!(cached_seqs(&log), [1, 2, 3, 4]);
+        // The budget evicts records "slow" has not read: from then on it reads from disk, and the
+        // cache keeps only what "fast" needs instead of filling up for a reader it no longer serves.
+        log.append(vec![event("m5")]).unwrap();
+        assert_eq!(cached_seqs(&log), [2, 3, 4, 5]);
+        log.commit("fast", 6).unwrap();
+        log.append(vec![event("m6")]).unwrap();
+        assert_eq!(cached_seqs(&log), [6]);
+        assert_eq!(ids(&log.read(1, 3).unwrap()), ["m1", "m2", "m3"]);
+        // Caught up, it is served from the cache again.
+        log.commit("slow", 6).unwrap();
+        log.append(vec![event("m7")]).unwrap();
+        assert_eq!(cached_seqs(&log), [6, 7]);
+    }
+
+    #[test]
+    fn small_reads_from_disk_continue_where_the_last_one_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = IngestLog::open(disk_options(dir.path())).unwrap();
+        for i in 0..40 {
+            log.append(vec![event(&format!("m{i}"))]).unwrap();
+        }
+        assert!(
+            lock(&log.writer).segments.len() > 3,
+            "small segments roll over"
+        );
+        // Nobody reads yet, so only the newest record is cached: these reads go to disk, each
+        // starting where the previous one stopped, across segments.
+        let mut read = Vec::new();
+        let mut next = 0;
+        while next < 39 {
+            let records = log.read(next, 3).unwrap();
+            assert!(!records.is_empty() && records.len() <= 3);
+            assert_eq!(records[0].seq, next);
+            next = records.last().unwrap().seq + 1;
+            read.extend(ids(&records));
+            assert!(lock(&log.read_hints)
+                .iter()
+                .any(|hint| hint.next_seq == next));
+        }
+        assert_eq!(read, (0..39).map(|i| format!("m{i}")).collect::<Vec<_>>());
+        // A read from elsewhere (no hint for it) scans its segment, and gets the same records.
+        assert_eq!(ids(&log.read(7, 2).unwrap()), ["m7", "m8"]);
+        assert_eq!(ids(&log.read(9, 1).unwrap()), ["m9"]);
     }
 
     #[test]

@@ -159,6 +159,39 @@ async fn metrics_expose_ingest_and_sink_counters() {
     }
 }
 
+/// The binary's jemalloc settings (`_rjem_malloc_conf` in main.rs) are in force: freed pages go back
+/// to the OS on jemalloc's background threads. A misspelt symbol is silently ignored by jemalloc,
+/// which would bring back the RSS growth of a lagging sink.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_allocator_returns_freed_memory_on_its_own_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Switchyard::start(dir.path(), CONFIG);
+    post(&server, &[track("alloc-0", "u")]).await;
+    let threads = || -> Vec<String> {
+        let tasks = format!("/proc/{}/task", server.child.id());
+        std::fs::read_dir(tasks)
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| entry.ok())
+                    .filter_map(|entry| std::fs::read_to_string(entry.path().join("comm")).ok())
+                    .map(|name| name.trim().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !threads().iter().any(|name| name == "jemalloc_bg_thd") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no jemalloc background thread among {:?}",
+            threads()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(server.terminate().success());
+}
+
 #[tokio::test]
 async fn memory_durability_delivers_and_drains_on_shutdown() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,12 +4,14 @@
 //! event in memory, which a benchmark at 100k+ events/s cannot afford; the wire formats are their
 //! job, throughput is this one's.
 //!
-//! Usage: `switchyard-acceptor --listen 127.0.0.1:0` prints `listening on ADDR`, serves until killed,
-//! and prints the totals on SIGTERM/SIGINT.
+//! Usage: `switchyard-acceptor --listen 127.0.0.1:0 [--delay-ms N]` prints `listening on ADDR`,
+//! serves until killed, and prints the totals on SIGTERM/SIGINT. `--delay-ms` makes a slow vendor:
+//! every answer waits that long (the load test's lagging-sink case).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
@@ -24,6 +26,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 struct Args {
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
+    /// Wait this long before answering each request (a slow but healthy vendor).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
 }
 
 #[derive(Default)]
@@ -35,7 +40,11 @@ struct Totals {
 async fn accept(
     request: Request<Incoming>,
     totals: Arc<Totals>,
+    delay: Duration,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let size = match request.into_body().collect().await {
         Ok(body) => body.to_bytes().len() as u64,
         Err(_) => 0,
@@ -58,6 +67,7 @@ async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     println!("listening on {}", listener.local_addr()?);
     let totals = Arc::new(Totals::default());
+    let delay = Duration::from_millis(args.delay_ms);
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
@@ -73,7 +83,7 @@ async fn main() -> std::io::Result<()> {
                 let Ok((stream, _)) = accepted else { continue };
                 let totals = totals.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |request| accept(request, totals.clone()));
+                    let service = service_fn(move |request| accept(request, totals.clone(), delay));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
