@@ -14,9 +14,12 @@
 #   --quick: 10 s runs (soak 60 s) for a smoke check; the headline figure is 60 s (the default).
 #   --no-build: use the binaries in target/release; SWITCHYARD_BIN=path runs another switchyard build.
 #   Environment: EXTRA (TOML appended after the file sink's section), TMPDIR (where data goes),
-#   CACHE_MB (delivery.cache_mb of the file sink cases, default 256 as the server's),
+#   CACHE_MB (delivery.cache_mb of the file sink cases, default 128 as the server's),
+#   RETENTION_HOURS (delivery.retention_hours of the file sink cases, default 168 as the server's;
+#   0 deletes delivered log segments at once, so a long soak needs disk for the file sink's output
+#   only),
 #   CH_BATCH_EVENTS (ClickHouse batch, default 10000 as the sink's), CH_CACHE_MB (delivery.cache_mb
-#   of the clickhouse case, default 256 as the server's).
+#   of the clickhouse case, default 128 as the server's).
 # Every figure printed is from switchyard-loadgen; the load average is printed before each case.
 set -euo pipefail
 
@@ -91,7 +94,8 @@ log_format = "text"
 
 [delivery]
 durability = "$2"
-cache_mb = ${CACHE_MB:-256}
+cache_mb = ${CACHE_MB:-128}
+retention_hours = ${RETENTION_HOURS:-168}
 
 [[sanitizers]]
 type = "pii"
@@ -181,9 +185,9 @@ data_dir = "$dir/data"
 
 [delivery]
 durability = "disk"
-# The server's and the sink's defaults: 256 MB of decoded events holds about five 10,000-event
+# The server's and the sink's defaults: 128 MB of decoded events holds about two 10,000-event
 # ClickHouse batches, so the warehouse sink reads from memory while an insert is in flight.
-cache_mb = ${CH_CACHE_MB:-256}
+cache_mb = ${CH_CACHE_MB:-128}
 
 [[sanitizers]]
 type = "pii"

@@ -563,7 +563,10 @@ pub(crate) async fn append_to_log(
     events: Vec<switchyard_schemas::Event>,
 ) -> Result<u64, ApiError> {
     let log = app.log.clone();
-    match tokio::task::spawn_blocking(move || log.append(events)).await {
+    // Encoded here, where the events were just built (cache-hot); only the write, which may block
+    // on the disk, goes to the blocking pool.
+    let encoded = switchyard_sinks::log::EncodedRecord::new(events);
+    match tokio::task::spawn_blocking(move || log.append_encoded(encoded)).await {
         Ok(Ok(seq)) => Ok(seq),
         Ok(Err(LogError::Full { .. })) => {
             let mut error = ApiError::new(

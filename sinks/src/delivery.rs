@@ -540,6 +540,11 @@ impl Runner {
         if from >= log.head() {
             return Ok(Vec::new());
         }
+        // From memory without a thread hop (one per record read for a sink that keeps up); only a
+        // read from disk goes to the blocking pool.
+        if let Some(records) = log.read_cached(from, max_events) {
+            return Ok(records);
+        }
         tokio::task::spawn_blocking(move || log.read(from, max_events))
             .await
             .map_err(|e| e.to_string())?
