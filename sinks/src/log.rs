@@ -542,11 +542,18 @@ impl IngestLog {
     #[must_use]
     fn cache_record(&self, record: Record) -> Vec<Record> {
         let mut evicted = Vec::new();
+        if self.options.dir.is_none() {
+            // Memory mode: the cache is the log; `trim_memory` drops what every reader has passed.
+            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+            *lock(&self.cache_bytes) += record.bytes;
+            cache.push_back(record);
+            return evicted;
+        }
         // Records every reader has passed are of no more use (a replay reads from disk): freed at
         // once, so the budget below is spent only on records some sink still needs. A failing
         // sink does not count (it reads from disk once it recovers), nor does one the budget has
-        // already pushed out of the cache (see `cache_floor`). The front only moves under the
-        // writer lock, which the caller holds, so this peek stays true until the write lock below.
+        // already pushed out of the cache (see `cache_floor`). On disk the front only moves here,
+        // under the writer lock the caller holds, so this peek stays true until the write lock.
         let front = self
             .cache
             .read()
@@ -558,7 +565,7 @@ impl IngestLog {
         let mut cached = lock(&self.cache_bytes);
         *cached += record.bytes;
         cache.push_back(record);
-        if self.options.dir.is_some() {
+        {
             // `cache_bytes` bounds the memory the decoded records take, which is several times their
             // encoded size (see DECODED_PER_ENCODED_BYTE).
             while cache.len() > 1
