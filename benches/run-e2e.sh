@@ -6,7 +6,7 @@
 # Usage: benches/run-e2e.sh [--quick] [--no-build] [--duration S] [--soak S] [--concurrency N]
 #                           [--batch N] [--rate EVENTS_PER_S] [CASE...]
 #   cases: disk (the headline: durability disk, flat out), memory (durability memory, flat out),
-#          latency (fixed rate at half the disk case's max, or --rate), soak (flat out with RSS),
+#          latency (fixed rate at half the disk case's max, or --rate), soak (RSS over --soak S),
 #          clickhouse (a local ClickHouse server + PostHog and Statsig sinks against
 #          switchyard-acceptor; needs clickhouse-server), slow (disk flat out, plus a webhook sink
 #          whose endpoint answers after 250 ms: it lags ever further, memory must stay flat), all
@@ -42,7 +42,7 @@ while [ $# -gt 0 ]; do
         --concurrency) CONCURRENCY="$2"; shift ;;
         --batch) BATCH="$2"; shift ;;
         --rate) RATE="$2"; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         all) CASES+=(disk memory latency soak clickhouse slow) ;;
         disk|memory|latency|soak|clickhouse|slow) CASES+=("$1") ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
