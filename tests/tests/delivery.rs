@@ -159,9 +159,9 @@ async fn metrics_expose_ingest_and_sink_counters() {
     }
 }
 
-/// The binary's jemalloc settings (`_rjem_malloc_conf` in main.rs) are in force: freed pages go back
-/// to the OS on jemalloc's background threads. A misspelt symbol is silently ignored by jemalloc,
-/// which would bring back the RSS growth of a lagging sink.
+/// The binary's jemalloc settings (`switchyard_allocator!`, router/src/allocator.rs) are in force:
+/// freed pages go back to the OS on jemalloc's background threads. A misspelt symbol is silently
+/// ignored by jemalloc, which would bring back the RSS growth of a lagging sink.
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn the_allocator_returns_freed_memory_on_its_own_thread() {
