@@ -1270,20 +1270,27 @@ mod tests {
         assert!(writer.closed_unsynced.is_empty() && !writer.dirty);
     }
 
+    /// A log opened with `options` and two readers, "fast" and "slow", registered.
+    fn fast_and_slow_readers(options: LogOptions) -> Arc<IngestLog> {
+        let log = IngestLog::open(options).unwrap();
+        log.register_consumer("fast").unwrap();
+        log.register_consumer("slow").unwrap();
+        log
+    }
+
+    /// The sequence numbers the decoded cache holds, oldest first.
+    fn cached_seqs(log: &IngestLog) -> Vec<u64> {
+        let cache = log.cache.read().unwrap();
+        cache.iter().map(|record| record.seq).collect()
+    }
+
     #[test]
     fn the_cache_keeps_only_records_some_reader_still_needs() {
         let dir = tempfile::tempdir().unwrap();
-        let log = IngestLog::open(LogOptions {
+        let log = fast_and_slow_readers(LogOptions {
             segment_bytes: 1 << 20,
             ..disk_options(dir.path())
-        })
-        .unwrap();
-        log.register_consumer("fast").unwrap();
-        log.register_consumer("slow").unwrap();
-        let cached_seqs = |log: &IngestLog| -> Vec<u64> {
-            let cache = log.cache.read().unwrap();
-            cache.iter().map(|record| record.seq).collect()
-        };
+        });
         for i in 0..10 {
             log.append(vec![event(&format!("m{i}"))]).unwrap();
         }
@@ -1318,19 +1325,12 @@ mod tests {
             bytes
         };
         let dir = tempfile::tempdir().unwrap();
-        let log = IngestLog::open(LogOptions {
+        let log = fast_and_slow_readers(LogOptions {
             segment_bytes: 1 << 20,
             // Room for four records of decoded events.
             cache_bytes: 4 * record_bytes * DECODED_PER_ENCODED_BYTE,
             ..disk_options(dir.path())
-        })
-        .unwrap();
-        log.register_consumer("fast").unwrap();
-        log.register_consumer("slow").unwrap();
-        let cached_seqs = |log: &IngestLog| -> Vec<u64> {
-            let cache = log.cache.read().unwrap();
-            cache.iter().map(|record| record.seq).collect()
-        };
+        });
         for i in 0..4 {
             log.append(vec![event(&format!("m{i}"))]).unwrap();
         }
