@@ -21,7 +21,9 @@
 #   only),
 #   CH_BATCH_EVENTS (ClickHouse batch, default 50000), CH_CACHE_MB (delivery.cache_mb of the
 #   clickhouse case, default 512): tuned for throughput; the sink's and server's defaults are 10000
-#   and 128 (see BENCHMARKS.md, fifth pass, for both).
+#   and 128 (see BENCHMARKS.md, fifth pass, for both). CH_SQL_AFTER_START: SQL statements
+#   (';'-separated) run on the ClickHouse server once Switchyard has created its tables, for
+#   experiments (e.g. dropping a rollup's materialized view to measure what it costs the server).
 # Every figure printed is from switchyard-loadgen; the load average is printed before each case.
 set -euo pipefail
 
@@ -42,7 +44,7 @@ while [ $# -gt 0 ]; do
         --concurrency) CONCURRENCY="$2"; shift ;;
         --batch) BATCH="$2"; shift ;;
         --rate) RATE="$2"; shift ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         all) CASES+=(disk memory latency soak clickhouse slow) ;;
         disk|memory|latency|soak|clickhouse|slow) CASES+=("$1") ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
@@ -216,6 +218,14 @@ url = "$accept_url"
 api_key = "secret-benchmark"
 TOML
     start_server clickhouse-case "$port"
+    if [ -n "${CH_SQL_AFTER_START:-}" ]; then
+        # An experiment's statements (';'-separated), run once the sink has created its tables.
+        local statement
+        IFS=';' read -r -a statements <<<"$CH_SQL_AFTER_START"
+        for statement in "${statements[@]}"; do
+            curl -sf "http://127.0.0.1:$http_port/" --data-binary "$statement" || echo "CH_SQL_AFTER_START failed: $statement" >&2
+        done
+    fi
     local ch_cpu_before fakes_cpu_before
     ch_cpu_before="$(cpu_seconds "$ch_pid")"; fakes_cpu_before="$(cpu_seconds "$FAKES_PID")"
     echo

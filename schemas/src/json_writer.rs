@@ -63,6 +63,26 @@ fn write_nonempty_map(out: &mut Vec<u8>, key: &[u8], map: &JsonMap) {
     }
 }
 
+/// `map` as JSON text: the same text as `serde_json::to_string`.
+pub fn map_text(map: &JsonMap) -> String {
+    let mut out = Vec::with_capacity(64);
+    write_map(&mut out, map);
+    // Only whole `str`s and ASCII are written, so this never fails (and checks it anyway).
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends `"key":` (the key escaped as a JSON string).
+pub fn write_key(out: &mut Vec<u8>, key: &str) {
+    write_str(out, key);
+    out.push(b':');
+}
+
+/// Appends an integer as JSON (the same digits as serde_json).
+pub fn write_i64(out: &mut Vec<u8>, number: i64) {
+    // Writing to a Vec cannot fail.
+    let _ = std::io::Write::write_fmt(out, format_args!("{number}"));
+}
+
 /// Appends `value`'s JSON: the same bytes as `serde_json::to_writer`.
 pub fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
@@ -89,7 +109,8 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
-fn write_map(out: &mut Vec<u8>, map: &JsonMap) {
+/// Appends `map`'s JSON object: the same bytes as `serde_json::to_writer`.
+pub fn write_map(out: &mut Vec<u8>, map: &JsonMap) {
     out.push(b'{');
     for (index, (key, value)) in map.iter().enumerate() {
         if index > 0 {
@@ -290,6 +311,22 @@ mod tests {
         #[test]
         fn generated_values_match_serde_json(value in arbitrary_value()) {
             prop_assert_eq!(written(&value), serde_bytes(&value));
+        }
+
+        #[test]
+        fn map_text_matches_serde_json(value in arbitrary_value(), key in any::<String>()) {
+            let map: JsonMap = [(key, value)].into_iter().collect();
+            prop_assert_eq!(map_text(&map), serde_json::to_string(&map).unwrap());
+        }
+
+        #[test]
+        fn integers_and_keys_match_serde_json(number in any::<i64>(), key in any::<String>()) {
+            let mut out = Vec::new();
+            out.push(b'{');
+            write_key(&mut out, &key);
+            write_i64(&mut out, number);
+            out.push(b'}');
+            prop_assert_eq!(out, serde_bytes(&json!({ key: number })));
         }
     }
 }

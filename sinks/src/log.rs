@@ -17,7 +17,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchyard_schemas::Event;
@@ -34,6 +34,10 @@ const DECODED_PER_ENCODED_BYTE: usize = 6;
 const DISK_READ_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 /// Read positions remembered for reads from disk (a few per sink reading from disk at once).
 const READ_HINTS: usize = 32;
+/// A sink's cursor file is rewritten at most this often while it delivers (and at every sync and
+/// on shutdown): a write and a rename per delivered batch were 1.3% of ingest's CPU. A crash can
+/// then deliver up to this much of a sink's traffic again, as at-least-once delivery allows.
+const CURSOR_WRITE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Where a read from disk stopped: the next read, from `next_seq`, starts there.
 #[derive(Clone, Copy)]
@@ -222,11 +226,29 @@ pub struct IngestLog {
     /// Where evicted records go to be freed: a thread of their own, so freeing a request's worth of
     /// events (about a tenth of ingest's CPU) is not on the path of a request waiting for its 2xx.
     freer: std::sync::mpsc::SyncSender<Vec<Record>>,
+    /// Each cursor file's last write and the cursor not written yet (see `CURSOR_WRITE_INTERVAL`).
+    /// Files are written under this lock, so an older cursor never overwrites a newer one.
+    cursor_files: Mutex<HashMap<String, CursorFile>>,
+}
+
+#[derive(Debug, Default)]
+struct CursorFile {
+    written_at: Option<Instant>,
+    unwritten: Option<u64>,
 }
 
 /// Evictions waiting for the freeing thread before appends free their evictions themselves: bounds
 /// the memory waiting to be freed if that thread falls behind.
 const FREE_QUEUE: usize = 64;
+
+impl Drop for IngestLog {
+    /// A log dropped in an orderly way (shutdown, a test) leaves every cursor on disk as it was.
+    fn drop(&mut self) {
+        if let Err(error) = self.flush_cursors() {
+            tracing::error!(%error, "ingest log: cannot write the sinks' cursors");
+        }
+    }
+}
 
 /// Starts the thread that frees evicted records; it ends when the log (the sender) is dropped.
 fn spawn_freer() -> std::sync::mpsc::SyncSender<Vec<Record>> {
@@ -336,6 +358,7 @@ impl IngestLog {
             read_hints: Mutex::new(VecDeque::new()),
             recovery,
             freer: spawn_freer(),
+            cursor_files: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -596,6 +619,7 @@ impl IngestLog {
         // can take tens of milliseconds with a second of writes to flush, and appends (requests
         // waiting for their 2xx) must not wait for it. Whatever is written meanwhile marks the log
         // dirty again and is flushed by the next sync.
+        self.flush_cursors()?;
         let (mut files, active) = {
             let mut writer = lock(&self.writer);
             if !writer.dirty {
@@ -650,6 +674,8 @@ impl IngestLog {
     pub fn remove_consumer(&self, name: &str) -> Result<(), LogError> {
         lock(&self.cursors).remove(name);
         lock(&self.stalled).remove(name);
+        // A cursor not written yet must not bring the file back.
+        lock(&self.cursor_files).remove(name);
         if let Some(dir) = &self.options.dir {
             let path = dir.join("cursors").join(name);
             match fs::remove_file(&path) {
@@ -678,7 +704,7 @@ impl IngestLog {
             }
             *cursor = next_seq;
         }
-        self.persist_cursor(name, next_seq)?;
+        self.persist_cursor_soon(name, next_seq)?;
         if self.options.dir.is_none() {
             self.trim_memory();
         }
@@ -705,7 +731,56 @@ impl IngestLog {
             .collect()
     }
 
+    /// Writes a reader's cursor file now.
     fn persist_cursor(&self, name: &str, next_seq: u64) -> Result<(), LogError> {
+        if self.options.dir.is_none() {
+            return Ok(());
+        }
+        let mut files = lock(&self.cursor_files);
+        let file = files.entry(name.to_string()).or_default();
+        file.unwritten = None;
+        file.written_at = Some(Instant::now());
+        self.write_cursor_file(name, next_seq)
+    }
+
+    /// Writes a reader's cursor file if it was not written within `CURSOR_WRITE_INTERVAL`;
+    /// otherwise leaves it to the next call, the next sync or shutdown.
+    fn persist_cursor_soon(&self, name: &str, next_seq: u64) -> Result<(), LogError> {
+        if self.options.dir.is_none() {
+            return Ok(());
+        }
+        let mut files = lock(&self.cursor_files);
+        let file = files.entry(name.to_string()).or_default();
+        if file
+            .written_at
+            .is_some_and(|at| at.elapsed() < CURSOR_WRITE_INTERVAL)
+        {
+            file.unwritten = Some(next_seq);
+            return Ok(());
+        }
+        file.unwritten = None;
+        file.written_at = Some(Instant::now());
+        self.write_cursor_file(name, next_seq)
+    }
+
+    /// Writes every cursor that moved since its file was last written.
+    pub fn flush_cursors(&self) -> Result<(), LogError> {
+        let mut files = lock(&self.cursor_files);
+        let mut result = Ok(());
+        for (name, file) in files.iter_mut() {
+            if let Some(next_seq) = file.unwritten.take() {
+                file.written_at = Some(Instant::now());
+                if let Err(error) = self.write_cursor_file(name, next_seq) {
+                    // Kept for the next flush.
+                    file.unwritten = Some(next_seq);
+                    result = Err(error);
+                }
+            }
+        }
+        result
+    }
+
+    fn write_cursor_file(&self, name: &str, next_seq: u64) -> Result<(), LogError> {
         let Some(dir) = &self.options.dir else {
             return Ok(());
         };
@@ -1408,6 +1483,42 @@ mod tests {
         assert_eq!(records[0].events[0].kind, EventType::Track);
         // Appending continues the sequence.
         assert_eq!(log.append(vec![event("m50")]).unwrap(), 50);
+    }
+
+    #[test]
+    fn cursor_files_are_written_at_most_every_interval_and_at_sync_and_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str| dir.path().join("cursors").join(name);
+        let on_disk = || std::fs::read_to_string(file("a")).unwrap();
+        {
+            let log = IngestLog::open(disk_options(dir.path())).unwrap();
+            log.register_consumer("a").unwrap();
+            log.register_consumer("b").unwrap();
+            for i in 0..10 {
+                log.append(vec![event(&format!("m{i}"))]).unwrap();
+            }
+            assert_eq!(on_disk(), "0", "registering writes the cursor");
+            std::thread::sleep(CURSOR_WRITE_INTERVAL);
+            // Each pair of commits below follows straight on from the write before it.
+            log.commit("a", 3).unwrap();
+            assert_eq!(on_disk(), "3", "a commit after the interval writes at once");
+            log.commit("a", 5).unwrap();
+            assert_eq!(on_disk(), "3", "a commit right after a write waits");
+            assert_eq!(log.cursor("a"), Some(5), "the cursor itself moved at once");
+            log.sync().unwrap();
+            assert_eq!(on_disk(), "5", "a sync writes what waited");
+            log.commit("a", 8).unwrap();
+            assert_eq!(on_disk(), "5");
+            // A removed reader's waiting cursor does not bring its file back.
+            log.commit("b", 4).unwrap();
+            log.commit("b", 7).unwrap();
+            log.remove_consumer("b").unwrap();
+            assert!(!file("b").exists());
+        }
+        assert_eq!(on_disk(), "8", "dropping the log writes what waited");
+        assert!(!file("b").exists());
+        let log = IngestLog::open(disk_options(dir.path())).unwrap();
+        assert_eq!(log.register_consumer("a").unwrap(), 8);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use switchyard_schemas::json_writer;
 use switchyard_schemas::time::format_timestamp;
 use switchyard_schemas::{Event, EventType};
 use uuid::Uuid;
@@ -175,9 +176,7 @@ impl Sink for PosthogSink {
         let mut requests = Vec::new();
         for chunk in mapped.chunks(self.config.max_events_per_request) {
             let entries: Vec<&Entry> = chunk.iter().map(|(_, entry)| entry).collect();
-            let body = batch_body(&self.config.api_key, entries, &sent_at).map_err(|e| {
-                SendError::Permanent(format!("cannot encode the PostHog batch: {e}"))
-            })?;
+            let body = batch_body(&self.config.api_key, entries, &sent_at);
             requests.push(Planned {
                 key: http::fingerprint(chunk.iter().map(|(event, _)| *event)),
                 events: chunk.len(),
@@ -227,7 +226,9 @@ enum Property<'a> {
 /// An entry's `properties`, by name (sorted, as a `serde_json` object writes them).
 type Properties<'a> = BTreeMap<&'a str, Property<'a>>;
 
-/// The body of `POST /batch/`.
+/// The body of `POST /batch/` as serde would write it; [`batch_body`] writes the same bytes faster
+/// (the tests compare the two).
+#[cfg(test)]
 #[derive(Serialize)]
 struct BatchBody<'a> {
     api_key: &'a str,
@@ -371,17 +372,59 @@ fn merge_traits<'a>(
     }
 }
 
-/// The JSON body of one `POST /batch/` request.
-pub fn batch_body(
-    api_key: &str,
-    entries: Vec<&Entry<'_>>,
-    sent_at: &str,
-) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&BatchBody {
-        api_key,
-        batch: entries,
-        sent_at,
-    })
+/// The JSON body of one `POST /batch/` request: the bytes `serde_json` writes for it, by the
+/// schemas crate's JSON writer (serde_json's string escaping, a byte at a time, was most of
+/// encoding a batch).
+pub fn batch_body(api_key: &str, entries: Vec<&Entry<'_>>, sent_at: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * 768 + 96);
+    out.extend_from_slice(b"{\"api_key\":");
+    json_writer::write_str(&mut out, api_key);
+    out.extend_from_slice(b",\"batch\":[");
+    for (index, entry) in entries.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_entry(&mut out, entry);
+    }
+    out.extend_from_slice(b"],\"sent_at\":");
+    json_writer::write_str(&mut out, sent_at);
+    out.push(b'}');
+    out
+}
+
+/// One entry, fields in [`Entry`]'s order.
+fn write_entry(out: &mut Vec<u8>, entry: &Entry<'_>) {
+    out.extend_from_slice(b"{\"distinct_id\":");
+    json_writer::write_str(out, entry.distinct_id);
+    out.extend_from_slice(b",\"event\":");
+    json_writer::write_str(out, entry.event);
+    out.extend_from_slice(b",\"properties\":{");
+    for (index, (key, property)) in entry.properties.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        json_writer::write_key(out, key);
+        match property {
+            Property::Text(text) => json_writer::write_str(out, text),
+            Property::Value(value) => json_writer::write_value(out, value),
+            Property::Merged(merged) => {
+                out.push(b'{');
+                for (index, (name, value)) in merged.iter().enumerate() {
+                    if index > 0 {
+                        out.push(b',');
+                    }
+                    json_writer::write_key(out, name);
+                    json_writer::write_value(out, value);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+    out.extend_from_slice(b"},\"timestamp\":");
+    json_writer::write_str(out, &entry.timestamp);
+    out.extend_from_slice(b",\"uuid\":");
+    json_writer::write_str(out, &entry.uuid);
+    out.push(b'}');
 }
 
 #[cfg(test)]
@@ -433,6 +476,53 @@ mod tests {
     }
 
     #[test]
+    fn the_body_writer_writes_the_bytes_serde_writes() {
+        // Every call type and property kind (text, values, merged traits), with strings that need
+        // escaping, against the derived serde encoding of the same body.
+        let sources = [
+            json!({"type": "track", "event": "Order \"Completed\"", "userId": "u\n1",
+                   "properties": {"total": 42.5, "items": [1, "two", null, {"k\u{1}": true}],
+                                  "note": "tab\there \u{e9} \u{1F600}"},
+                   "context": {"ip": "198.51.100.7", "page": {"url": "https://x.example/?q=\\"},
+                               "library": {"name": "analytics.js", "version": "4.1"}}}),
+            json!({"type": "page", "name": "Home", "anonymousId": "a1",
+                   "properties": {"title": "Welcome", "path": "/"},
+                   "context": {"page": {"referrer": "https://ref.example/"}}}),
+            json!({"type": "screen", "name": "Settings", "userId": "u2"}),
+            json!({"type": "identify", "userId": "u1", "anonymousId": "a1",
+                   "traits": {"plan": "pro", "nested": {"b": 1, "a": [true]}},
+                   "properties": {"$set": {"plan": "enterprise"}}}),
+            json!({"type": "group", "userId": "u1", "groupId": "g1",
+                   "traits": {"groupType": "team", "size": 12}}),
+            json!({"type": "alias", "userId": "u1", "previousId": "a1"}),
+        ];
+        let events: Vec<Event> = sources.into_iter().map(event).collect();
+        let entries: Vec<Entry> = events
+            .iter()
+            .map(|source| map_event(source, "company").unwrap())
+            .collect();
+        let body = batch_body(
+            "phc_\"key",
+            entries.iter().collect(),
+            "2024-05-01T12:01:00.000Z",
+        );
+        let expected = serde_json::to_vec(&BatchBody {
+            api_key: "phc_\"key",
+            batch: entries.iter().collect(),
+            sent_at: "2024-05-01T12:01:00.000Z",
+        })
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
+        assert_eq!(
+            batch_body("k", Vec::new(), "t"),
+            br#"{"api_key":"k","batch":[],"sent_at":"t"}"#
+        );
+    }
+
+    #[test]
     fn entries_are_written_in_the_order_of_a_json_object() {
         // The derived writer must give exactly the bytes of the same entry as a serde_json Value
         // (keys sorted at every level), which is what the sink sent before entries borrowed.
@@ -444,7 +534,7 @@ mod tests {
         }));
         let entry = map_event(&source, "company").unwrap();
         http::assert_writes_like_a_json_object(&entry);
-        let body = batch_body("phc_key", vec![&entry], "2024-05-01T12:01:00.000Z").unwrap();
+        let body = batch_body("phc_key", vec![&entry], "2024-05-01T12:01:00.000Z");
         let parsed: Value = serde_json::from_slice(&body).unwrap();
         // The envelope too: its keys come out sorted, as the json! envelope wrote them.
         assert_eq!(body, serde_json::to_vec(&parsed).unwrap());
