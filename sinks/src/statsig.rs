@@ -445,7 +445,7 @@ mod tests {
             .iter()
             .map(|source| map_event(source, "value").unwrap())
             .collect();
-        assert!(mapped[2].metadata.get("name").is_some() && mapped[2].user.ip.is_none());
+        assert!(mapped[2].metadata.contains_key("name") && mapped[2].user.ip.is_none());
         let body = log_event_body(mapped.iter().collect());
         let expected = serde_json::to_vec(&LogEventBody {
             events: mapped.iter().collect(),
