@@ -131,6 +131,11 @@ pub struct Event {
     pub user_agent: Option<String>,
 }
 
+/// A string field of an optional object (such as [`Event::context_object`] gives).
+pub fn field_str<'a>(map: Option<&'a JsonMap>, key: &str) -> Option<&'a str> {
+    map?.get(key)?.as_str()
+}
+
 impl Event {
     /// The id that identifies the person: `userId`, else `anonymousId`.
     pub fn person_id(&self) -> Option<&str> {
@@ -146,6 +151,12 @@ impl Event {
             current = current.as_object()?.get(part)?;
         }
         Some(current)
+    }
+
+    /// An object inside `context` (`page`, `library`, ...), when it is one: a sink lifting several
+    /// of its fields looks it up once instead of once per field.
+    pub fn context_object(&self, key: &str) -> Option<&JsonMap> {
+        self.context.get(key)?.as_object()
     }
 
     /// A string inside `context` by a dotted path, when it is a string.

@@ -65,7 +65,12 @@ fn write_nonempty_map(out: &mut Vec<u8>, key: &[u8], map: &JsonMap) {
 
 /// `map` as JSON text: the same text as `serde_json::to_string`.
 pub fn map_text(map: &JsonMap) -> String {
-    let mut out = Vec::with_capacity(64);
+    if map.is_empty() {
+        return "{}".to_string();
+    }
+    // Room for a typical properties or context map: growing the buffer from small was a fifth of
+    // the time.
+    let mut out = Vec::with_capacity(512);
     write_map(&mut out, map);
     // Only whole `str`s and ASCII are written, so this never fails (and checks it anyway).
     String::from_utf8(out).unwrap_or_default()
@@ -79,8 +84,8 @@ pub fn write_key(out: &mut Vec<u8>, key: &str) {
 
 /// Appends an integer as JSON (the same digits as serde_json).
 pub fn write_i64(out: &mut Vec<u8>, number: i64) {
-    // Writing to a Vec cannot fail.
-    let _ = std::io::Write::write_fmt(out, format_args!("{number}"));
+    // itoa straight into the buffer; writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &number);
 }
 
 /// Appends `value`'s JSON: the same bytes as `serde_json::to_writer`.
@@ -90,9 +95,10 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(number) => {
-            // `Number`'s Display is the serializer's own text (the same integer and float
-            // formatters; floats in a Number are always finite). Writing to a Vec cannot fail.
-            let _ = std::io::Write::write_fmt(out, format_args!("{number}"));
+            // serde_json's own number writer (itoa / ryu straight into the buffer): `Display`
+            // gives the same text through the formatting machinery, a third of encoding a
+            // ClickHouse row's maps. Writing to a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, number);
         }
         Value::String(text) => write_str(out, text),
         Value::Array(items) => {

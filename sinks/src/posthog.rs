@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use switchyard_schemas::event::field_str;
 use switchyard_schemas::json_writer;
 use switchyard_schemas::time::format_timestamp;
 use switchyard_schemas::{Event, EventType};
@@ -249,6 +250,9 @@ fn property_str<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
 /// Maps one canonical event to a PostHog batch entry, or None when PostHog would refuse it.
 pub fn map_event<'a>(event: &'a Event, default_group_type: &'a str) -> Option<Entry<'a>> {
     let distinct_id = event.person_id().filter(|id| !id.is_empty())?;
+    // `page` and `library` looked up once each (a lookup by dotted path walks from the top).
+    let page = event.context_object("page");
+    let library = event.context_object("library");
     let mut properties = Properties::new();
     put_str(
         &mut properties,
@@ -258,15 +262,13 @@ pub fn map_event<'a>(event: &'a Event, default_group_type: &'a str) -> Option<En
     put_str(
         &mut properties,
         "$current_url",
-        event
-            .context_str("page.url")
-            .or_else(|| property_str(event, "url")),
+        field_str(page, "url").or_else(|| property_str(event, "url")),
     );
-    put_str(&mut properties, "$lib", event.context_str("library.name"));
+    put_str(&mut properties, "$lib", field_str(library, "name"));
     put_str(
         &mut properties,
         "$lib_version",
-        event.context_str("library.version"),
+        field_str(library, "version"),
     );
     let name: &str = match event.kind {
         EventType::Track => event.event.as_deref().filter(|name| !name.is_empty())?,
@@ -274,21 +276,17 @@ pub fn map_event<'a>(event: &'a Event, default_group_type: &'a str) -> Option<En
             put_str(
                 &mut properties,
                 "$pathname",
-                event
-                    .context_str("page.path")
-                    .or_else(|| property_str(event, "path")),
+                field_str(page, "path").or_else(|| property_str(event, "path")),
             );
             put_str(
                 &mut properties,
                 "$title",
-                property_str(event, "title").or_else(|| event.context_str("page.title")),
+                property_str(event, "title").or_else(|| field_str(page, "title")),
             );
             put_str(
                 &mut properties,
                 "$referrer",
-                event
-                    .context_str("page.referrer")
-                    .or_else(|| property_str(event, "referrer")),
+                field_str(page, "referrer").or_else(|| property_str(event, "referrer")),
             );
             put_str(&mut properties, "name", event.name.as_deref());
             "$pageview"

@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use switchyard_schemas::event::field_str;
 use switchyard_schemas::json_writer;
 use switchyard_schemas::{Event, EventType};
 
@@ -368,12 +369,14 @@ pub fn map_event<'a>(event: &'a Event, value_property: &str) -> Option<StatsigEv
         }
     }
     if matches!(event.kind, EventType::Page | EventType::Screen) {
+        // `page` looked up once (a lookup by dotted path walks from the top).
+        let page = event.context_object("page");
         let page_fields = [
             ("name", event.name.as_deref()),
-            ("url", event.context_str("page.url")),
-            ("path", event.context_str("page.path")),
-            ("title", event.context_str("page.title")),
-            ("referrer", event.context_str("page.referrer")),
+            ("url", field_str(page, "url")),
+            ("path", field_str(page, "path")),
+            ("title", field_str(page, "title")),
+            ("referrer", field_str(page, "referrer")),
         ];
         for (key, text) in page_fields {
             if let Some(text) = present(text) {

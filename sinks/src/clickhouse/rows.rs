@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use clickhouse::Row;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use switchyard_schemas::event::field_str;
 use switchyard_schemas::{Event, JsonMap};
 
 /// The context paths and property keys a session id is taken from, first match wins.
@@ -69,7 +70,10 @@ pub fn session_id(event: &Event) -> Option<String> {
 
 impl<'a> Shared<'a> {
     pub fn of(event: &'a Event) -> Shared<'a> {
-        let lifted = |path: &str| event.context_str(path).unwrap_or_default();
+        // `page` and `library` looked up once each (a lookup by dotted path walks from the top).
+        let page = event.context_object("page");
+        let library = event.context_object("library");
+        let lifted = |section, key| field_str(section, key).unwrap_or_default();
         Shared {
             message_id: &event.message_id,
             kind: event.kind.as_str(),
@@ -89,12 +93,12 @@ impl<'a> Shared<'a> {
             request_id: &event.request_id,
             ip: event.ip.as_deref(),
             user_agent: event.user_agent.as_deref(),
-            page_path: lifted("page.path"),
-            page_url: lifted("page.url"),
-            page_referrer: lifted("page.referrer"),
-            library_name: lifted("library.name"),
-            library_version: lifted("library.version"),
-            locale: lifted("locale"),
+            page_path: lifted(page, "path"),
+            page_url: lifted(page, "url"),
+            page_referrer: lifted(page, "referrer"),
+            library_name: lifted(library, "name"),
+            library_version: lifted(library, "version"),
+            locale: event.context_str("locale").unwrap_or_default(),
         }
     }
 }
