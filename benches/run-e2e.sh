@@ -19,7 +19,8 @@
 #   RETENTION_HOURS (delivery.retention_hours of the file sink cases, default 168 as the server's;
 #   0 deletes delivered log segments at once, so a long soak needs disk for the file sink's output
 #   only),
-#   CH_BATCH_EVENTS (ClickHouse batch, default 50000), CH_CACHE_MB (delivery.cache_mb of the
+#   CH_BATCH_EVENTS (ClickHouse batch, default 50000), CH_BATCH_BYTES (its max_bytes, default
+#   16777216 as the sink's), CH_CACHE_MB (delivery.cache_mb of the
 #   clickhouse case, default 512): tuned for throughput; the sink's and server's defaults are 10000
 #   and 128 (see BENCHMARKS.md, fifth pass, for both). CH_SQL_AFTER_START: SQL statements
 #   (';'-separated) run on the ClickHouse server once Switchyard has created its tables, for
@@ -44,7 +45,7 @@ while [ $# -gt 0 ]; do
         --concurrency) CONCURRENCY="$2"; shift ;;
         --batch) BATCH="$2"; shift ;;
         --rate) RATE="$2"; shift ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         all) CASES+=(disk memory latency soak clickhouse slow) ;;
         disk|memory|latency|soak|clickhouse|slow) CASES+=("$1") ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
@@ -205,6 +206,7 @@ database = "bench"
 table = "events"
 [sinks.warehouse.batch]
 max_events = ${CH_BATCH_EVENTS:-50000}
+max_bytes = ${CH_BATCH_BYTES:-16777216}
 max_wait_ms = 1000
 
 [sinks.posthog]
