@@ -76,6 +76,39 @@ pub fn map_text(map: &JsonMap) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Appends a JSON object of `entries` in their order, each value written by `write_value`.
+pub fn write_object<K: AsRef<str>, V>(
+    out: &mut Vec<u8>,
+    entries: impl IntoIterator<Item = (K, V)>,
+    mut write_value: impl FnMut(&mut Vec<u8>, V),
+) {
+    out.push(b'{');
+    for (index, (key, value)) in entries.into_iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_key(out, key.as_ref());
+        write_value(out, value);
+    }
+    out.push(b'}');
+}
+
+/// Appends a JSON array of `items`, each written by `write_item`.
+pub fn write_array<T>(
+    out: &mut Vec<u8>,
+    items: impl IntoIterator<Item = T>,
+    mut write_item: impl FnMut(&mut Vec<u8>, T),
+) {
+    out.push(b'[');
+    for (index, item) in items.into_iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_item(out, item);
+    }
+    out.push(b']');
+}
+
 /// Appends `"key":` (the key escaped as a JSON string).
 pub fn write_key(out: &mut Vec<u8>, key: &str) {
     write_str(out, key);
@@ -101,32 +134,14 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
             let _ = serde_json::to_writer(&mut *out, number);
         }
         Value::String(text) => write_str(out, text),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                write_value(out, item);
-            }
-            out.push(b']');
-        }
+        Value::Array(items) => write_array(out, items, write_value),
         Value::Object(map) => write_map(out, map),
     }
 }
 
 /// Appends `map`'s JSON object: the same bytes as `serde_json::to_writer`.
 pub fn write_map(out: &mut Vec<u8>, map: &JsonMap) {
-    out.push(b'{');
-    for (index, (key, value)) in map.iter().enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
-        write_str(out, key);
-        out.push(b':');
-        write_value(out, value);
-    }
-    out.push(b'}');
+    write_object(out, map, write_value);
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;

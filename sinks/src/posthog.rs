@@ -377,14 +377,9 @@ pub fn batch_body(api_key: &str, entries: Vec<&Entry<'_>>, sent_at: &str) -> Vec
     let mut out = Vec::with_capacity(entries.len() * 768 + 96);
     out.extend_from_slice(b"{\"api_key\":");
     json_writer::write_str(&mut out, api_key);
-    out.extend_from_slice(b",\"batch\":[");
-    for (index, entry) in entries.iter().enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
-        write_entry(&mut out, entry);
-    }
-    out.extend_from_slice(b"],\"sent_at\":");
+    out.extend_from_slice(b",\"batch\":");
+    json_writer::write_array(&mut out, entries, write_entry);
+    out.extend_from_slice(b",\"sent_at\":");
     json_writer::write_str(&mut out, sent_at);
     out.push(b'}');
     out
@@ -396,29 +391,15 @@ fn write_entry(out: &mut Vec<u8>, entry: &Entry<'_>) {
     json_writer::write_str(out, entry.distinct_id);
     out.extend_from_slice(b",\"event\":");
     json_writer::write_str(out, entry.event);
-    out.extend_from_slice(b",\"properties\":{");
-    for (index, (key, property)) in entry.properties.iter().enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
-        json_writer::write_key(out, key);
-        match property {
-            Property::Text(text) => json_writer::write_str(out, text),
-            Property::Value(value) => json_writer::write_value(out, value),
-            Property::Merged(merged) => {
-                out.push(b'{');
-                for (index, (name, value)) in merged.iter().enumerate() {
-                    if index > 0 {
-                        out.push(b',');
-                    }
-                    json_writer::write_key(out, name);
-                    json_writer::write_value(out, value);
-                }
-                out.push(b'}');
-            }
-        }
-    }
-    out.extend_from_slice(b"},\"timestamp\":");
+    out.extend_from_slice(b",\"properties\":");
+    json_writer::write_object(out, &entry.properties, |out, property| match property {
+        Property::Text(text) => json_writer::write_str(out, text),
+        Property::Value(value) => json_writer::write_value(out, value),
+        Property::Merged(merged) => json_writer::write_object(out, merged, |out, value| {
+            json_writer::write_value(out, value)
+        }),
+    });
+    out.extend_from_slice(b",\"timestamp\":");
     json_writer::write_str(out, &entry.timestamp);
     out.extend_from_slice(b",\"uuid\":");
     json_writer::write_str(out, &entry.uuid);

@@ -269,14 +269,9 @@ struct SdkMetadata {
 /// encoding a batch).
 pub fn log_event_body(events: Vec<&StatsigEvent<'_>>) -> Vec<u8> {
     let mut out = Vec::with_capacity(events.len() * 640 + 96);
-    out.extend_from_slice(b"{\"events\":[");
-    for (index, event) in events.iter().enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
-        write_event(&mut out, event);
-    }
-    out.extend_from_slice(b"],\"statsigMetadata\":{\"sdkType\":\"switchyard\",\"sdkVersion\":");
+    out.extend_from_slice(b"{\"events\":");
+    json_writer::write_array(&mut out, events, write_event);
+    out.extend_from_slice(b",\"statsigMetadata\":{\"sdkType\":\"switchyard\",\"sdkVersion\":");
     json_writer::write_str(&mut out, env!("CARGO_PKG_VERSION"));
     out.extend_from_slice(b"}}");
     out
@@ -287,15 +282,10 @@ fn write_event(out: &mut Vec<u8>, event: &StatsigEvent<'_>) {
     out.extend_from_slice(b"{\"eventName\":");
     json_writer::write_str(out, event.event_name);
     if !event.metadata.is_empty() {
-        out.extend_from_slice(b",\"metadata\":{");
-        for (index, (key, text)) in event.metadata.iter().enumerate() {
-            if index > 0 {
-                out.push(b',');
-            }
-            json_writer::write_key(out, key);
-            json_writer::write_str(out, text);
-        }
-        out.push(b'}');
+        out.extend_from_slice(b",\"metadata\":");
+        json_writer::write_object(out, &event.metadata, |out, text| {
+            json_writer::write_str(out, text)
+        });
     }
     out.extend_from_slice(b",\"time\":");
     json_writer::write_i64(out, event.time);
