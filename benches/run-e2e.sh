@@ -222,9 +222,10 @@ TOML
     start_server clickhouse-case "$port"
     if [ -n "${CH_SQL_AFTER_START:-}" ]; then
         # An experiment's statements (';'-separated), run once the sink has created its tables.
-        local statement
-        IFS=';' read -r -a statements <<<"$CH_SQL_AFTER_START"
+        local statement statements
+        IFS=';' read -r -d '' -a statements <<<"$CH_SQL_AFTER_START" || true
         for statement in "${statements[@]}"; do
+            [ -z "${statement//[[:space:]]/}" ] && continue
             curl -sf "http://127.0.0.1:$http_port/" --data-binary "$statement" || echo "CH_SQL_AFTER_START failed: $statement" >&2
         done
     fi

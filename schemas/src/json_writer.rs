@@ -73,7 +73,7 @@ pub fn map_text(map: &JsonMap) -> String {
     let mut out = Vec::with_capacity(512);
     write_map(&mut out, map);
     // Only whole `str`s and ASCII are written, so this never fails (and checks it anyway).
-    String::from_utf8(out).unwrap_or_default()
+    String::from_utf8(out).unwrap_or_else(|_| "{}".to_string())
 }
 
 /// Appends a JSON object of `entries` in their order, each value written by `write_value`.

@@ -37,7 +37,11 @@ const READ_HINTS: usize = 32;
 /// A sink's cursor file is rewritten at most this often while it delivers (and at every sync and
 /// on shutdown): a write and a rename per delivered batch were 1.3% of ingest's CPU. A crash can
 /// then deliver up to this much of a sink's traffic again, as at-least-once delivery allows.
+#[cfg(not(test))]
 const CURSOR_WRITE_INTERVAL: Duration = Duration::from_millis(200);
+/// Longer in unit tests, whose steps must each fall within one interval of the last write.
+#[cfg(test)]
+const CURSOR_WRITE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Where a read from disk stopped: the next read, from `next_seq`, starts there.
 #[derive(Clone, Copy)]
@@ -226,15 +230,16 @@ pub struct IngestLog {
     /// Where evicted records go to be freed: a thread of their own, so freeing a request's worth of
     /// events (about a tenth of ingest's CPU) is not on the path of a request waiting for its 2xx.
     freer: std::sync::mpsc::SyncSender<Vec<Record>>,
-    /// Each cursor file's last write and the cursor not written yet (see `CURSOR_WRITE_INTERVAL`).
-    /// Files are written under this lock, so an older cursor never overwrites a newer one.
+    /// Each cursor file's last write and whether the cursor moved since (see
+    /// `CURSOR_WRITE_INTERVAL`). Files are written under this lock with the cursor as it is then.
     cursor_files: Mutex<HashMap<String, CursorFile>>,
 }
 
 #[derive(Debug, Default)]
 struct CursorFile {
     written_at: Option<Instant>,
-    unwritten: Option<u64>,
+    /// The cursor moved since the file was written.
+    unwritten: bool,
 }
 
 /// Evictions waiting for the freeing thread before appends free their evictions themselves: bounds
@@ -618,8 +623,14 @@ impl IngestLog {
         // The fsync runs on a duplicate of the segment's descriptor *outside* the writer lock: it
         // can take tens of milliseconds with a second of writes to flush, and appends (requests
         // waiting for their 2xx) must not wait for it. Whatever is written meanwhile marks the log
-        // dirty again and is flushed by the next sync.
-        self.flush_cursors()?;
+        // dirty again and is flushed by the next sync. Cursors are written after the records (a
+        // failing cursor write must not keep accepted records from stable storage).
+        let synced = self.sync_segments();
+        let cursors = self.flush_cursors();
+        synced.and(cursors)
+    }
+
+    fn sync_segments(&self) -> Result<(), LogError> {
         let (mut files, active) = {
             let mut writer = lock(&self.writer);
             if !writer.dirty {
@@ -666,7 +677,7 @@ impl IngestLog {
             let head = self.head();
             *cursors.entry(name.to_string()).or_insert(head)
         };
-        self.persist_cursor(name, start)?;
+        self.persist_cursor(name)?;
         Ok(start)
     }
 
@@ -704,7 +715,7 @@ impl IngestLog {
             }
             *cursor = next_seq;
         }
-        self.persist_cursor_soon(name, next_seq)?;
+        self.persist_cursor_soon(name)?;
         if self.options.dir.is_none() {
             self.trim_memory();
         }
@@ -720,7 +731,7 @@ impl IngestLog {
                 .ok_or_else(|| LogError::UnknownConsumer(name.to_string()))?;
             *cursor = next_seq.min(self.head());
         }
-        self.persist_cursor(name, next_seq.min(self.head()))
+        self.persist_cursor(name)
     }
 
     /// Every reader's cursor.
@@ -732,20 +743,20 @@ impl IngestLog {
     }
 
     /// Writes a reader's cursor file now.
-    fn persist_cursor(&self, name: &str, next_seq: u64) -> Result<(), LogError> {
+    fn persist_cursor(&self, name: &str) -> Result<(), LogError> {
         if self.options.dir.is_none() {
             return Ok(());
         }
         let mut files = lock(&self.cursor_files);
         let file = files.entry(name.to_string()).or_default();
-        file.unwritten = None;
+        file.unwritten = false;
         file.written_at = Some(Instant::now());
-        self.write_cursor_file(name, next_seq)
+        self.write_current_cursor(name)
     }
 
     /// Writes a reader's cursor file if it was not written within `CURSOR_WRITE_INTERVAL`;
     /// otherwise leaves it to the next call, the next sync or shutdown.
-    fn persist_cursor_soon(&self, name: &str, next_seq: u64) -> Result<(), LogError> {
+    fn persist_cursor_soon(&self, name: &str) -> Result<(), LogError> {
         if self.options.dir.is_none() {
             return Ok(());
         }
@@ -755,12 +766,12 @@ impl IngestLog {
             .written_at
             .is_some_and(|at| at.elapsed() < CURSOR_WRITE_INTERVAL)
         {
-            file.unwritten = Some(next_seq);
+            file.unwritten = true;
             return Ok(());
         }
-        file.unwritten = None;
+        file.unwritten = false;
         file.written_at = Some(Instant::now());
-        self.write_cursor_file(name, next_seq)
+        self.write_current_cursor(name)
     }
 
     /// Writes every cursor that moved since its file was last written.
@@ -768,16 +779,28 @@ impl IngestLog {
         let mut files = lock(&self.cursor_files);
         let mut result = Ok(());
         for (name, file) in files.iter_mut() {
-            if let Some(next_seq) = file.unwritten.take() {
+            if file.unwritten {
+                file.unwritten = false;
                 file.written_at = Some(Instant::now());
-                if let Err(error) = self.write_cursor_file(name, next_seq) {
+                if let Err(error) = self.write_current_cursor(name) {
                     // Kept for the next flush.
-                    file.unwritten = Some(next_seq);
-                    result = Err(error);
+                    file.unwritten = true;
+                    result = result.and(Err(error));
                 }
             }
         }
         result
+    }
+
+    /// Writes the reader's cursor as it is now in memory. Called under the `cursor_files` lock
+    /// (taken before `cursors`, never the other way round): the value is read at the moment of
+    /// writing, so a write never puts back a value older than one another call already wrote.
+    fn write_current_cursor(&self, name: &str) -> Result<(), LogError> {
+        let Some(next_seq) = lock(&self.cursors).get(name).copied() else {
+            // Removed meanwhile: its file is gone and must stay gone.
+            return Ok(());
+        };
+        self.write_cursor_file(name, next_seq)
     }
 
     fn write_cursor_file(&self, name: &str, next_seq: u64) -> Result<(), LogError> {
@@ -866,8 +889,8 @@ impl IngestLog {
                 }
             }
         }
-        for (name, cursor) in &moved {
-            self.persist_cursor(name, *cursor)?;
+        for (name, _) in &moved {
+            self.persist_cursor(name)?;
         }
         if self.options.dir.is_none() && !moved.is_empty() {
             self.trim_memory();
