@@ -618,19 +618,21 @@ impl IngestLog {
         let _ = self.freer.try_send(records);
     }
 
-    /// Flushes written records to stable storage if any were written since the last flush.
+    /// Flushes written records to stable storage if any were written since the last flush, then
+    /// writes the cursors that moved since their files were last written.
     pub fn sync(&self) -> Result<(), LogError> {
-        // The fsync runs on a duplicate of the segment's descriptor *outside* the writer lock: it
-        // can take tens of milliseconds with a second of writes to flush, and appends (requests
-        // waiting for their 2xx) must not wait for it. Whatever is written meanwhile marks the log
-        // dirty again and is flushed by the next sync. Cursors are written after the records (a
-        // failing cursor write must not keep accepted records from stable storage).
+        // Cursors are written after the records: a failing cursor write must not keep accepted
+        // records from stable storage.
         let synced = self.sync_segments();
         let cursors = self.flush_cursors();
         synced.and(cursors)
     }
 
     fn sync_segments(&self) -> Result<(), LogError> {
+        // The fsync runs on a duplicate of the segment's descriptor *outside* the writer lock: it
+        // can take tens of milliseconds with a second of writes to flush, and appends (requests
+        // waiting for their 2xx) must not wait for it. Whatever is written meanwhile marks the log
+        // dirty again and is flushed by the next sync.
         let (mut files, active) = {
             let mut writer = lock(&self.writer);
             if !writer.dirty {

@@ -430,10 +430,14 @@ mod tests {
                    "context": {"page": {"url": "https://x.example/?q=\\", "path": "/"}}}),
             json!({"type": "screen", "name": "Settings", "userId": "u2", "properties": {}}),
             json!({"type": "track", "event": "Plain", "userId": "u3", "properties": {"value": 7}}),
+            json!({"type": "track", "event": "Anonymous", "anonymousId": "a3"}),
         ];
         let mut events: Vec<Event> = sources.into_iter().map(event).collect();
-        events[2].ip = None;
-        events[2].user_agent = None;
+        // A user with only one field, then one with only customIDs.
+        for index in [2, 4] {
+            events[index].ip = None;
+            events[index].user_agent = None;
+        }
         let mapped: Vec<StatsigEvent> = events
             .iter()
             .map(|source| map_event(source, "value").unwrap())
