@@ -746,34 +746,30 @@ impl IngestLog {
 
     /// Writes a reader's cursor file now.
     fn persist_cursor(&self, name: &str) -> Result<(), LogError> {
-        if self.options.dir.is_none() {
-            return Ok(());
-        }
-        let mut files = lock(&self.cursor_files);
-        let file = files.entry(name.to_string()).or_default();
-        file.unwritten = false;
-        file.written_at = Some(Instant::now());
-        self.write_current_cursor(name)
+        self.persist_cursor_unless_written_within(name, Duration::ZERO)
     }
 
     /// Writes a reader's cursor file if it was not written within `CURSOR_WRITE_INTERVAL`;
     /// otherwise leaves it to the next call, the next sync or shutdown.
     fn persist_cursor_soon(&self, name: &str) -> Result<(), LogError> {
+        self.persist_cursor_unless_written_within(name, CURSOR_WRITE_INTERVAL)
+    }
+
+    fn persist_cursor_unless_written_within(
+        &self,
+        name: &str,
+        interval: Duration,
+    ) -> Result<(), LogError> {
         if self.options.dir.is_none() {
             return Ok(());
         }
         let mut files = lock(&self.cursor_files);
         let file = files.entry(name.to_string()).or_default();
-        if file
-            .written_at
-            .is_some_and(|at| at.elapsed() < CURSOR_WRITE_INTERVAL)
-        {
+        if file.written_at.is_some_and(|at| at.elapsed() < interval) {
             file.unwritten = true;
             return Ok(());
         }
-        file.unwritten = false;
-        file.written_at = Some(Instant::now());
-        self.write_current_cursor(name)
+        self.write_cursor(name, file)
     }
 
     /// Writes every cursor that moved since its file was last written.
@@ -782,15 +778,18 @@ impl IngestLog {
         let mut result = Ok(());
         for (name, file) in files.iter_mut() {
             if file.unwritten {
-                file.unwritten = false;
-                file.written_at = Some(Instant::now());
-                if let Err(error) = self.write_current_cursor(name) {
-                    // Kept for the next flush.
-                    file.unwritten = true;
-                    result = result.and(Err(error));
-                }
+                result = result.and(self.write_cursor(name, file));
             }
         }
+        result
+    }
+
+    /// Writes a reader's cursor file and notes it in `file` (its entry, under the `cursor_files`
+    /// lock); a failed write stays due for the next flush.
+    fn write_cursor(&self, name: &str, file: &mut CursorFile) -> Result<(), LogError> {
+        file.written_at = Some(Instant::now());
+        let result = self.write_current_cursor(name);
+        file.unwritten = result.is_err();
         result
     }
 
