@@ -158,62 +158,82 @@ fn word_needs_escape(word: u64) -> bool {
     (below_space | has_quote | has_backslash) & HIGHS != 0
 }
 
-/// The escape serde_json writes for `byte`, or 0 when it is written as is; `u` means `\u00XX`.
-fn escape_for(byte: u8) -> u8 {
-    match byte {
-        b'"' => b'"',
-        b'\\' => b'\\',
-        0x08 => b'b',
-        0x09 => b't',
-        0x0a => b'n',
-        0x0c => b'f',
-        0x0d => b'r',
-        0x00..=0x1f => b'u',
-        _ => 0,
+/// The escape serde_json writes for each byte, or 0 when it is written as is; `u` means `\u00XX`.
+const ESCAPES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = b'u';
+        byte += 1;
     }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+/// Where the first byte that must be escaped is, if any. Whole words are tested eight bytes at a
+/// time; only a word that has such a byte, and a tail shorter than a word, are looked at byte by byte.
+fn first_escape(bytes: &[u8]) -> Option<usize> {
+    let mut words = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in words.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        if word_needs_escape(u64::from_le_bytes(word)) {
+            break;
+        }
+        offset += 8;
+    }
+    bytes[offset..]
+        .iter()
+        .position(|&byte| ESCAPES[usize::from(byte)] != 0)
+        .map(|at| offset + at)
 }
 
 /// Appends `text` as a JSON string: the same bytes as serde_json (short escapes for `\b \t \n \f \r`,
 /// `\u00xx` with lowercase hex for the other control characters, everything else as is).
 pub fn write_str(out: &mut Vec<u8>, text: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
+    match first_escape(bytes) {
+        // Almost every string of an event: copied whole.
+        None => out.extend_from_slice(bytes),
+        Some(first) => write_escaped(out, bytes, first),
+    }
+    out.push(b'"');
+}
+
+/// The contents of a string that has a byte to escape at `first`: the bytes before it copied whole,
+/// the rest byte by byte.
+#[cold]
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8], first: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.extend_from_slice(&bytes[..first]);
     // Bytes before `start` are written; runs without escapes are copied whole.
-    let mut start = 0;
-    let mut at = 0;
-    while at < bytes.len() {
-        if at + 8 <= bytes.len() {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&bytes[at..at + 8]);
-            if !word_needs_escape(u64::from_le_bytes(word)) {
-                at += 8;
-                continue;
-            }
+    let mut start = first;
+    for (index, &byte) in bytes.iter().enumerate().skip(first) {
+        let escape = ESCAPES[usize::from(byte)];
+        if escape == 0 {
+            continue;
         }
-        let end = (at + 8).min(bytes.len());
-        for index in at..end {
-            let escape = escape_for(bytes[index]);
-            if escape == 0 {
-                continue;
-            }
-            out.extend_from_slice(&bytes[start..index]);
-            if escape == b'u' {
-                let byte = bytes[index];
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(byte >> 4)]);
-                out.push(HEX[usize::from(byte & 0x0f)]);
-            } else {
-                out.push(b'\\');
-                out.push(escape);
-            }
-            start = index + 1;
+        out.extend_from_slice(&bytes[start..index]);
+        if escape == b'u' {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0x0f)]);
+        } else {
+            out.push(b'\\');
+            out.push(escape);
         }
-        at = end;
+        start = index + 1;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 #[cfg(test)]
@@ -303,6 +323,19 @@ mod tests {
             for text in [c.to_string(), format!("abcdefgh{c}ijklmnopq{c}{c}rs")] {
                 let value = Value::String(text);
                 assert_eq!(written(&value), serde_bytes(&value), "U+{code:04X}");
+            }
+            // At every offset within and after a word, and in the tail shorter than a word.
+            for before in 0..18 {
+                let value = Value::String(format!(
+                    "{}{c}{}",
+                    "a".repeat(before),
+                    "b".repeat(20 - before)
+                ));
+                assert_eq!(
+                    written(&value),
+                    serde_bytes(&value),
+                    "U+{code:04X} at {before}"
+                );
             }
         }
     }
