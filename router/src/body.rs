@@ -5,7 +5,7 @@ use std::io::Read;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 
 use crate::http::ApiError;
 
@@ -32,9 +32,17 @@ pub async fn read_limited_within(
 /// a client still sending its (moderately) oversized body reads the answer instead of a reset.
 pub const DRAIN_AFTER_LIMIT: usize = 8 * 1024 * 1024;
 
+/// The most buffer reserved from a body's announced length before its bytes arrive.
+const PREALLOCATE_AT_MOST: usize = 256 * 1024;
+
 /// Reads at most `max_bytes` of the body; more is a 413. Bytes past the limit are never buffered.
 pub async fn read_limited(mut body: Incoming, max_bytes: usize) -> Result<Bytes, ApiError> {
-    let mut buffer = bytes::BytesMut::new();
+    // Sized from Content-Length up front: growing the buffer as frames came copied a 50 KB batch
+    // about four times over. At most PREALLOCATE_AT_MOST, so a client announcing a big body and
+    // sending nothing holds no more memory than it has sent beyond that.
+    let announced = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
+    let mut buffer =
+        bytes::BytesMut::with_capacity(announced.min(max_bytes).min(PREALLOCATE_AT_MOST));
     let mut drained: Option<usize> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|error| {

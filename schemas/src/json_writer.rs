@@ -176,23 +176,35 @@ const ESCAPES: [u8; 256] = {
     table
 };
 
-/// Where the first byte that must be escaped is, if any. Whole words are tested eight bytes at a
-/// time; only a word that has such a byte, and a tail shorter than a word, are looked at byte by byte.
+/// Where the first byte that must be escaped is, if any. Tested a word (eight bytes) at a time, the
+/// last word overlapping the one before it so no byte is left for a byte-by-byte tail; only a word
+/// that has such a byte, and a string shorter than a word, are looked at byte by byte.
 fn first_escape(bytes: &[u8]) -> Option<usize> {
-    let mut words = bytes.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in words.by_ref() {
+    let word_at = |at: usize| {
         let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        if word_needs_escape(u64::from_le_bytes(word)) {
-            break;
+        word.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(word)
+    };
+    let from = if bytes.len() < 8 {
+        0
+    } else {
+        let last = bytes.len() - 8;
+        let mut at = 0;
+        loop {
+            let start = at.min(last);
+            if word_needs_escape(word_at(start)) {
+                break start;
+            }
+            if start == last {
+                return None;
+            }
+            at += 8;
         }
-        offset += 8;
-    }
-    bytes[offset..]
+    };
+    bytes[from..]
         .iter()
         .position(|&byte| ESCAPES[usize::from(byte)] != 0)
-        .map(|at| offset + at)
+        .map(|at| from + at)
 }
 
 /// Appends `text` as a JSON string: the same bytes as serde_json (short escapes for `\b \t \n \f \r`,

@@ -1,6 +1,8 @@
 //! Timestamp parsing and formatting shared by every decoder and sink.
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use std::cell::Cell;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 
 /// Parses a client timestamp: RFC 3339 / ISO-8601 with an offset, or without an offset (taken as UTC),
 /// or a bare date-time with a space instead of `T`.
@@ -20,7 +22,10 @@ pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
 /// Formats a timestamp the way every Switchyard output does: RFC 3339, UTC, millisecond precision.
 pub fn format_timestamp(time: &DateTime<Utc>) -> String {
     let mut buffer = [0u8; MILLIS_LENGTH];
-    match format_millis(time, &mut buffer) {
+    match format_millis(time, &mut buffer)
+        .then(|| millis_text(&buffer))
+        .flatten()
+    {
         Some(text) => text.to_string(),
         None => time.to_rfc3339_opts(SecondsFormat::Millis, true),
     }
@@ -29,61 +34,93 @@ pub fn format_timestamp(time: &DateTime<Utc>) -> String {
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`
 const MILLIS_LENGTH: usize = 24;
 
-/// The same text as `to_rfc3339_opts(SecondsFormat::Millis, true)`, written into `buffer` without
-/// chrono's formatting machinery (it was a tenth of the cost of encoding an event). None for what
+thread_local! {
+    /// The last second [`format_millis`] wrote on this thread (its date and second of the day) and
+    /// its text up to the milliseconds (`YYYY-MM-DDTHH:MM:SS.`): a request's events share their
+    /// `receivedAt` and `sentAt`, and client timestamps cluster, so most calls only add the millis.
+    static LAST_SECOND: Cell<(NaiveDate, u32, [u8; SECOND_PREFIX_LENGTH])> =
+        const { Cell::new((NaiveDate::MIN, u32::MAX, [0; SECOND_PREFIX_LENGTH])) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.`
+const SECOND_PREFIX_LENGTH: usize = 20;
+
+/// Writes the same text as `to_rfc3339_opts(SecondsFormat::Millis, true)` into `buffer` without
+/// chrono's formatting machinery (it was a tenth of the cost of encoding an event). False for what
 /// that fast path does not cover (years outside 0..=9999, leap seconds): use chrono for those.
-fn format_millis<'a>(time: &DateTime<Utc>, buffer: &'a mut [u8; MILLIS_LENGTH]) -> Option<&'a str> {
+fn format_millis(time: &DateTime<Utc>, buffer: &mut [u8; MILLIS_LENGTH]) -> bool {
     use chrono::{Datelike, Timelike};
+    /// Writes `value` (below 100) as two digits at `at`, from a table of the hundred pairs.
+    fn put2(buffer: &mut [u8], at: usize, value: u32) {
+        const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+            2021222324252627282930313233343536373839\
+            4041424344454647484950515253545556575859\
+            6061626364656667686970717273747576777879\
+            8081828384858687888990919293949596979899";
+        let pair = (value % 100) as usize * 2;
+        buffer[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
     // Read the fields from the naive date and time once (a DateTime<Utc> applies its offset on
     // every field access).
     let naive = time.naive_utc();
     let (date, clock) = (naive.date(), naive.time());
-    let year = date.year();
     let nanos = clock.nanosecond();
-    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
-        return None;
+    if nanos >= 1_000_000_000 {
+        return false;
     }
-    let mut put = |at: usize, value: u32, digits: usize| {
-        let mut value = value;
-        for slot in buffer[at..at + digits].iter_mut().rev() {
-            *slot = b'0' + (value % 10) as u8;
-            value /= 10;
+    let second = clock.num_seconds_from_midnight();
+    let (last_date, last_second, last_prefix) = LAST_SECOND.get();
+    if (last_date, last_second) == (date, second) {
+        buffer[..SECOND_PREFIX_LENGTH].copy_from_slice(&last_prefix);
+    } else {
+        let year = date.year();
+        if !(0..=9999).contains(&year) {
+            return false;
         }
-    };
-    put(0, year as u32, 4);
-    put(5, date.month(), 2);
-    put(8, date.day(), 2);
-    put(11, clock.hour(), 2);
-    put(14, clock.minute(), 2);
-    put(17, clock.second(), 2);
-    put(20, nanos / 1_000_000, 3);
-    for (at, separator) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-    ] {
-        buffer[at] = separator;
+        let year = year as u32;
+        put2(buffer, 0, year / 100);
+        put2(buffer, 2, year % 100);
+        put2(buffer, 5, date.month());
+        put2(buffer, 8, date.day());
+        put2(buffer, 11, clock.hour());
+        put2(buffer, 14, clock.minute());
+        put2(buffer, 17, clock.second());
+        for (at, separator) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+        ] {
+            buffer[at] = separator;
+        }
+        let mut prefix = [0; SECOND_PREFIX_LENGTH];
+        prefix.copy_from_slice(&buffer[..SECOND_PREFIX_LENGTH]);
+        LAST_SECOND.set((date, second, prefix));
     }
+    let millis = nanos / 1_000_000;
+    buffer[20] = b'0' + (millis / 100) as u8;
+    put2(buffer, 21, millis % 100);
     buffer[23] = b'Z';
+    true
+}
+
+/// [`format_millis`]'s text as a `str` (digits and ASCII separators: always valid UTF-8).
+fn millis_text(buffer: &[u8; MILLIS_LENGTH]) -> Option<&str> {
     std::str::from_utf8(buffer).ok()
 }
 
 /// Appends a timestamp as a JSON string of [`format_timestamp`] text (used by the event writer).
 pub(crate) fn write_millis(out: &mut Vec<u8>, time: &DateTime<Utc>) {
     let mut buffer = [0u8; MILLIS_LENGTH];
-    match format_millis(time, &mut buffer) {
-        Some(text) => {
-            // The fast path's text is digits and separators only: nothing to escape.
-            out.push(b'"');
-            out.extend_from_slice(text.as_bytes());
-            out.push(b'"');
-        }
-        None => {
-            crate::json_writer::write_str(out, &time.to_rfc3339_opts(SecondsFormat::Millis, true))
-        }
+    if format_millis(time, &mut buffer) {
+        // The fast path's text is digits and separators only: nothing to escape.
+        out.push(b'"');
+        out.extend_from_slice(&buffer);
+        out.push(b'"');
+    } else {
+        crate::json_writer::write_str(out, &time.to_rfc3339_opts(SecondsFormat::Millis, true))
     }
 }
 
@@ -93,7 +130,10 @@ fn serialize_millis<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     let mut buffer = [0u8; MILLIS_LENGTH];
-    match format_millis(time, &mut buffer) {
+    match format_millis(time, &mut buffer)
+        .then(|| millis_text(&buffer))
+        .flatten()
+    {
         Some(text) => serializer.serialize_str(text),
         None => serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Millis, true)),
     }
@@ -180,6 +220,34 @@ mod tests {
             );
             let json = serde_json::to_string(&Wrapper(time)).unwrap();
             proptest::prop_assert_eq!(json, format!("\"{}\"", format_timestamp(&time)));
+        }
+    }
+
+    #[test]
+    fn the_last_second_remembered_is_only_reused_for_the_same_date_and_second() {
+        // Same second, other millis; the same time of day on other dates (and in year 0, which
+        // the fast path leaves to chrono), then a leap second; then the first second again.
+        let texts = [
+            "2024-05-01T12:00:00.250Z",
+            "2024-05-01T12:00:00.999Z",
+            "2024-05-02T12:00:00.250Z",
+            "2023-05-02T12:00:00.001Z",
+            "2024-05-02T12:00:01.000Z",
+            "2024-05-01T12:00:00.000Z",
+        ];
+        for round in 0..2 {
+            for text in texts {
+                let time = parse_timestamp(text).unwrap();
+                assert_eq!(format_timestamp(&time), text, "round {round}");
+                let mut written = Vec::new();
+                write_millis(&mut written, &time);
+                assert_eq!(written, format!("\"{text}\"").into_bytes(), "round {round}");
+            }
+            let leap = chrono::NaiveDate::from_ymd_opt(2024, 5, 1)
+                .and_then(|d| d.and_hms_milli_opt(11, 59, 59, 1_250))
+                .unwrap()
+                .and_utc();
+            assert_eq!(format_timestamp(&leap), "2024-05-01T11:59:60.250Z");
         }
     }
 
