@@ -98,17 +98,88 @@ fn strip_position(message: &str) -> String {
 }
 
 /// Accepts a string or a number (some SDKs send numeric ids); empty strings count as absent.
+/// Read by a visitor of its own rather than through a `serde_json::Value`: ids are in every message.
 fn deserialize_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
-    match value {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(text)) if text.is_empty() => Ok(None),
-        Some(serde_json::Value::String(text)) => Ok(Some(text)),
-        Some(serde_json::Value::Number(number)) => Ok(Some(number.to_string())),
-        Some(other) => Err(serde::de::Error::custom(format!(
-            "invalid type: {}, expected a string or a number",
-            json_type_name(&other)
-        ))),
+    deserializer.deserialize_option(OptionalIdVisitor)
+}
+
+/// An absent id (`null`) or, through [`IdVisitor`], a present one.
+struct OptionalIdVisitor;
+
+impl<'de> serde::de::Visitor<'de> for OptionalIdVisitor {
+    type Value = Option<String>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a string or a number")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(IdVisitor)
+    }
+}
+
+/// A present id: its text (None when empty), a number's JSON text, or the same error as before
+/// for any other type.
+struct IdVisitor;
+
+impl IdVisitor {
+    fn wrong_type<E: serde::de::Error>(type_name: &str) -> E {
+        E::custom(format!(
+            "invalid type: {type_name}, expected a string or a number"
+        ))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for IdVisitor {
+    type Value = Option<String>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a string or a number")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok((!text.is_empty()).then(|| text.to_string()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Self::Value, E> {
+        Ok((!text.is_empty()).then_some(text))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<Self::Value, E> {
+        Ok(Some(number.to_string()))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<Self::Value, E> {
+        Ok(Some(number.to_string()))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, number: f64) -> Result<Self::Value, E> {
+        // serde_json's own text for the number, as `Number::to_string` gave before.
+        Ok(serde_json::Number::from_f64(number).map(|number| number.to_string()))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Err(IdVisitor::wrong_type("boolean"))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(IdVisitor::wrong_type("array"))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(IdVisitor::wrong_type("object"))
     }
 }
 
@@ -385,6 +456,43 @@ mod tests {
                 value: "soon".into()
             }
         );
+    }
+
+    #[test]
+    fn ids_are_strings_or_numbers_and_empty_or_null_ones_are_absent() {
+        let decoded = |id: &str| {
+            serde_json::from_str::<InboundMessage>(&format!(r#"{{"userId":{id},"type":"track"}}"#))
+                .map(|message| message.user_id)
+                .map_err(|error| error.to_string())
+        };
+        assert_eq!(decoded(r#""u-1""#), Ok(Some("u-1".into())));
+        assert_eq!(
+            decoded(r#""with \"escape\"""#),
+            Ok(Some("with \"escape\"".into()))
+        );
+        assert_eq!(decoded("42"), Ok(Some("42".into())));
+        assert_eq!(decoded("-7"), Ok(Some("-7".into())));
+        assert_eq!(
+            decoded("18446744073709551615"),
+            Ok(Some("18446744073709551615".into()))
+        );
+        assert_eq!(decoded("1.5"), Ok(Some("1.5".into())));
+        assert_eq!(decoded("1e3"), Ok(Some("1000.0".into())));
+        assert_eq!(decoded(r#""""#), Ok(None));
+        assert_eq!(decoded("null"), Ok(None));
+        for (id, type_name) in [
+            ("true", "boolean"),
+            ("[1]", "array"),
+            (r#"{"a":1}"#, "object"),
+        ] {
+            let error = decoded(id).unwrap_err();
+            assert!(
+                error.starts_with(&format!(
+                    "invalid type: {type_name}, expected a string or a number"
+                )),
+                "{id}: {error}"
+            );
+        }
     }
 
     #[test]

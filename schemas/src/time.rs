@@ -8,6 +8,9 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 /// or a bare date-time with a space instead of `T`.
 pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
     let text = text.trim();
+    if let Some(parsed) = parse_utc_fast(text.as_bytes()) {
+        return Some(parsed);
+    }
     if let Ok(parsed) = DateTime::parse_from_rfc3339(text) {
         return Some(parsed.with_timezone(&Utc));
     }
@@ -17,6 +20,50 @@ pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
         }
     }
     None
+}
+
+/// The form almost every SDK sends (`YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`, what JavaScript's
+/// `toISOString` writes), read without chrono's general parser; None for anything else (other
+/// forms, offsets, leap seconds, impossible dates), which the general parsers then judge.
+fn parse_utc_fast(text: &[u8]) -> Option<DateTime<Utc>> {
+    fn digits(text: &[u8], range: std::ops::Range<usize>) -> Option<u32> {
+        text.get(range)?.iter().try_fold(0u32, |value, &byte| {
+            byte.is_ascii_digit()
+                .then(|| value * 10 + u32::from(byte - b'0'))
+        })
+    }
+    if text.len() < 20 || text.last() != Some(&b'Z') {
+        return None;
+    }
+    for (at, separator) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
+        if text[at] != separator {
+            return None;
+        }
+    }
+    let fraction = &text[19..text.len() - 1];
+    let nanos = match fraction {
+        [] => 0,
+        [b'.', figures @ ..] if (1..=9).contains(&figures.len()) => {
+            digits(figures, 0..figures.len())? * 10u32.pow(9 - figures.len() as u32)
+        }
+        _ => return None,
+    };
+    let second = digits(text, 17..19)?;
+    if second > 59 {
+        return None;
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(digits(text, 0..4)?).ok()?,
+        digits(text, 5..7)?,
+        digits(text, 8..10)?,
+    )?;
+    let time = chrono::NaiveTime::from_hms_nano_opt(
+        digits(text, 11..13)?,
+        digits(text, 14..16)?,
+        second,
+        nanos,
+    )?;
+    Some(date.and_time(time).and_utc())
 }
 
 /// Formats a timestamp the way every Switchyard output does: RFC 3339, UTC, millisecond precision.
@@ -220,6 +267,58 @@ mod tests {
             );
             let json = serde_json::to_string(&Wrapper(time)).unwrap();
             proptest::prop_assert_eq!(json, format!("\"{}\"", format_timestamp(&time)));
+        }
+    }
+
+    /// What `parse_timestamp` gave before its fast path: chrono's parsers alone.
+    fn parse_with_chrono(text: &str) -> Option<DateTime<Utc>> {
+        let text = text.trim();
+        if let Ok(parsed) = DateTime::parse_from_rfc3339(text) {
+            return Some(parsed.with_timezone(&Utc));
+        }
+        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+            .iter()
+            .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+            .map(|naive| naive.and_utc())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_path_reads_what_chrono_reads(
+            year in 0u32..10_000, month in 0u32..14, day in 0u32..33,
+            hour in 0u32..25, minute in 0u32..61, second in 0u32..62,
+            fraction in "(\\.[0-9]{0,11})?", tail in "(Z|z|\\+02:00|)",
+            separator in "[T t]",
+        ) {
+            let text = format!("{year:04}-{month:02}-{day:02}{separator}{hour:02}:{minute:02}:{second:02}{fraction}{tail}");
+            proptest::prop_assert_eq!(parse_timestamp(&text), parse_with_chrono(&text), "{}", text);
+            if let Some(fast) = parse_utc_fast(text.as_bytes()) {
+                proptest::prop_assert_eq!(Some(fast), parse_with_chrono(&text), "{}", text);
+            }
+        }
+
+        #[test]
+        fn any_text_parses_as_chrono_parses_it(text in "[0-9TZ:.+ -]{0,32}") {
+            proptest::prop_assert_eq!(parse_timestamp(&text), parse_with_chrono(&text));
+        }
+    }
+
+    #[test]
+    fn the_fast_path_takes_what_browsers_send() {
+        for text in [
+            "2024-05-01T12:00:00.250Z",
+            "2024-02-29T23:59:59Z",
+            "1999-12-31T00:00:00.123456789Z",
+        ] {
+            assert!(parse_utc_fast(text.as_bytes()).is_some(), "{text}");
+        }
+        for text in [
+            "2023-02-29T00:00:00Z",
+            "2024-05-01T12:00:60Z",
+            "2024-05-01T12:00:00.1234567890Z",
+            "2024-05-01T12:00:00+00:00",
+        ] {
+            assert!(parse_utc_fast(text.as_bytes()).is_none(), "{text}");
         }
     }
 
