@@ -1,6 +1,10 @@
 //! `pii`: finds personal data and secrets in every string value (properties, traits, context, at any
 //! depth) and masks, hashes or drops them; values under secret-named keys are masked whole.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use serde_json::Value;
 use switchyard_schemas::{Event, JsonMap};
@@ -13,12 +17,71 @@ use crate::pii::{PiiDetector, PiiKind};
 const HASH_HEX_CHARS: usize = 16;
 
 pub struct PiiSanitizer {
+    /// Tells this sanitizer's remembered clean strings from another's (see [`CleanStrings`]).
+    id: u64,
     detector: PiiDetector,
     action: PiiAction,
     /// Matches keys containing a sensitive word, ignoring ASCII case; None when no words are set.
     sensitive_keys: Option<AhoCorasick>,
     hash_key: Vec<u8>,
     mask_ip: bool,
+}
+
+/// Strings at least this long that a scan found clean are remembered (see [`CleanStrings`]);
+/// shorter ones cost about as much to scan as to look up.
+const REMEMBER_CLEAN_FROM_BYTES: usize = 8;
+
+/// What a thread remembers of clean strings, at most, before it starts over.
+const REMEMBER_CLEAN_AT_MOST_BYTES: usize = 256 * 1024;
+
+/// Source of [`PiiSanitizer::id`].
+static NEXT_SANITIZER_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static CLEAN_STRINGS: RefCell<CleanStrings> = RefCell::new(CleanStrings::default());
+}
+
+/// Long strings that a sanitizer's scan found free of personal data, per sanitizer, on this thread.
+/// Events repeat most of their long strings (user agents, page URLs and titles, product names,
+/// library versions), and a look-up of the exact text costs a hash where a scan costs several
+/// times more. Only the exact text is matched, and only against what a scan by the same sanitizer
+/// (same detectors) found clean, so nothing passes that a scan would have caught. Bounded: it
+/// starts over once it holds [`REMEMBER_CLEAN_AT_MOST_BYTES`] of text.
+#[derive(Default)]
+struct CleanStrings {
+    /// By sanitizer id: a thread sees one or a few sanitizers (the global chain, per-sink ones).
+    by_sanitizer: Vec<(u64, HashSet<Box<str>>)>,
+    bytes: usize,
+}
+
+impl CleanStrings {
+    fn contains(&self, sanitizer: u64, text: &str) -> bool {
+        self.by_sanitizer
+            .iter()
+            .any(|(id, texts)| *id == sanitizer && texts.contains(text))
+    }
+
+    fn insert(&mut self, sanitizer: u64, text: &str) {
+        if self.bytes + text.len() > REMEMBER_CLEAN_AT_MOST_BYTES {
+            // Also forgets sanitizers replaced by a reload.
+            self.by_sanitizer.clear();
+            self.bytes = 0;
+        }
+        let at = match self
+            .by_sanitizer
+            .iter()
+            .position(|(id, _)| *id == sanitizer)
+        {
+            Some(at) => at,
+            None => {
+                self.by_sanitizer.push((sanitizer, HashSet::new()));
+                self.by_sanitizer.len() - 1
+            }
+        };
+        if self.by_sanitizer[at].1.insert(text.into()) {
+            self.bytes += text.len();
+        }
+    }
 }
 
 /// Builds the matcher for `sensitive_keys` (an empty word matches every key, as a substring test would).
@@ -64,6 +127,7 @@ impl PiiSanitizer {
                 _ => Vec::new(),
             };
         Ok(PiiSanitizer {
+            id: NEXT_SANITIZER_ID.fetch_add(1, Ordering::Relaxed),
             detector: PiiDetector::new(&config.detect),
             action: config.action,
             sensitive_keys: sensitive_key_matcher(&config.sensitive_keys, path)?,
@@ -90,8 +154,24 @@ impl PiiSanitizer {
         }
     }
 
+    /// Whether the detectors find anything in `text`; a long text found clean before by this
+    /// sanitizer on this thread is not scanned again.
+    fn contains_pii(&self, text: &str) -> bool {
+        if text.len() < REMEMBER_CLEAN_FROM_BYTES {
+            return self.detector.contains_pii(text);
+        }
+        if CLEAN_STRINGS.with_borrow(|clean| clean.contains(self.id, text)) {
+            return false;
+        }
+        let found = self.detector.contains_pii(text);
+        if !found {
+            CLEAN_STRINGS.with_borrow_mut(|clean| clean.insert(self.id, text));
+        }
+        found
+    }
+
     fn visit_string(&self, text: &mut String, report: &mut SanitizeReport) -> Visit {
-        if !self.detector.contains_pii(text) {
+        if !self.contains_pii(text) {
             return Visit::Keep;
         }
         if self.action == PiiAction::DropField {
@@ -204,6 +284,59 @@ mod tests {
             ..PiiConfig::default()
         };
         PiiSanitizer::new(&config, "sanitizers[0]", &|_| Some("key".into())).unwrap()
+    }
+
+    #[test]
+    fn clean_strings_are_remembered_per_sanitizer_and_only_when_clean() {
+        let event_with = |note: &str| -> Event {
+            serde_json::from_value(serde_json::json!({
+                "type": "track", "event": "E", "messageId": "m", "userId": "u",
+                "timestamp": "2024-01-01T00:00:00Z", "receivedAt": "2024-01-01T00:00:00Z",
+                "source": "s", "properties": {"note": note}
+            }))
+            .unwrap()
+        };
+        let note = "write to jane.doe@example.com about the order";
+        let clean = "a long product description without anything personal";
+        // This sanitizer does not look for emails: the note is clean to it, and remembered.
+        let phones_only = PiiSanitizer::new(
+            &PiiConfig {
+                detect: vec![PiiKind::Phone],
+                ..PiiConfig::default()
+            },
+            "s",
+            &|_| None,
+        )
+        .unwrap();
+        let every_kind = sanitizer(PiiAction::Mask);
+        let mut report = SanitizeReport::default();
+        for _ in 0..2 {
+            let mut event = event_with(note);
+            phones_only.apply(&mut event, &mut report);
+            assert_eq!(event.properties["note"], note);
+            assert!(CLEAN_STRINGS.with_borrow(|c| c.contains(phones_only.id, note)));
+            // What one sanitizer found clean is not taken as clean by another.
+            let mut event = event_with(note);
+            every_kind.apply(&mut event, &mut report);
+            assert!(!event.properties["note"].as_str().unwrap().contains("jane"));
+            assert!(!CLEAN_STRINGS.with_borrow(|c| c.contains(every_kind.id, note)));
+        }
+        let mut event = event_with(clean);
+        every_kind.apply(&mut event, &mut report);
+        assert_eq!(event.properties["note"], clean);
+        assert!(CLEAN_STRINGS.with_borrow(|c| c.contains(every_kind.id, clean)));
+    }
+
+    #[test]
+    fn remembered_clean_strings_are_bounded() {
+        let mut clean = CleanStrings::default();
+        let text = "x".repeat(1000);
+        for index in 0..1000 {
+            clean.insert(index % 3, &format!("{index}{text}"));
+            assert!(clean.bytes <= REMEMBER_CLEAN_AT_MOST_BYTES);
+        }
+        assert!(clean.contains(999 % 3, &format!("999{text}")));
+        assert!(!clean.contains(998 % 3, &format!("999{text}")));
     }
 
     #[test]
