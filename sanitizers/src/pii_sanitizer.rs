@@ -2,7 +2,7 @@
 //! depth) and masks, hashes or drops them; values under secret-named keys are masked whole.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
@@ -17,7 +17,7 @@ use crate::pii::{PiiDetector, PiiKind};
 const HASH_HEX_CHARS: usize = 16;
 
 pub struct PiiSanitizer {
-    /// Tells this sanitizer's remembered clean strings from another's (see [`CleanStrings`]).
+    /// Tells what this sanitizer remembered from another's (see [`Remembered`]).
     id: u64,
     detector: PiiDetector,
     action: PiiAction,
@@ -27,46 +27,58 @@ pub struct PiiSanitizer {
     mask_ip: bool,
 }
 
-/// Strings at least this long that a scan found clean are remembered (see [`CleanStrings`]);
+/// Strings at least this long that a scan found clean are remembered (see [`Remembered`]);
 /// shorter ones cost about as much to scan as to look up.
 const REMEMBER_CLEAN_FROM_BYTES: usize = 8;
 
-/// What a thread remembers of clean strings, at most, before it starts over.
-const REMEMBER_CLEAN_AT_MOST_BYTES: usize = 256 * 1024;
+/// What a thread remembers, at most (bytes of text), before it starts over.
+const REMEMBER_AT_MOST_BYTES: usize = 256 * 1024;
 
 /// Source of [`PiiSanitizer::id`].
 static NEXT_SANITIZER_ID: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
-    static CLEAN_STRINGS: RefCell<CleanStrings> = RefCell::new(CleanStrings::default());
+    static REMEMBERED: RefCell<Remembered> = RefCell::new(Remembered::default());
 }
 
-/// Long strings that a sanitizer's scan found free of personal data, per sanitizer, on this thread.
-/// Events repeat most of their long strings (user agents, page URLs and titles, product names,
-/// library versions), and a look-up of the exact text costs a hash where a scan costs several
-/// times more. Only the exact text is matched, and only against what a scan by the same sanitizer
-/// (same detectors) found clean, so nothing passes that a scan would have caught. Bounded: it
-/// starts over once it holds [`REMEMBER_CLEAN_AT_MOST_BYTES`] of text.
+type FastSet = HashSet<Box<str>, foldhash::fast::RandomState>;
+type FastMap = HashMap<Box<str>, bool, foldhash::fast::RandomState>;
+
+/// What sanitizers learnt on this thread about texts they will see again: the long strings a scan
+/// found free of personal data, and whether each key is sensitive. Events repeat most of their keys
+/// and long strings (user agents, page URLs and titles, product names, library versions), and a
+/// look-up of the exact text costs a hash where a scan or a key search costs several times more.
+/// Kept per sanitizer (its own detectors and words) and matched on the exact text only, so the
+/// answer is always the one the sanitizer would compute. Bounded: it starts over once it holds
+/// [`REMEMBER_AT_MOST_BYTES`] of text (which also forgets sanitizers replaced by a reload).
 #[derive(Default)]
-struct CleanStrings {
+struct Remembered {
     /// By sanitizer id: a thread sees one or a few sanitizers (the global chain, per-sink ones).
-    by_sanitizer: Vec<(u64, HashSet<Box<str>>)>,
+    by_sanitizer: Vec<(u64, SanitizerMemory)>,
     bytes: usize,
 }
 
-impl CleanStrings {
-    fn contains(&self, sanitizer: u64, text: &str) -> bool {
+#[derive(Default)]
+struct SanitizerMemory {
+    clean_strings: FastSet,
+    key_is_sensitive: FastMap,
+}
+
+impl Remembered {
+    fn of(&self, sanitizer: u64) -> Option<&SanitizerMemory> {
         self.by_sanitizer
             .iter()
-            .any(|(id, texts)| *id == sanitizer && texts.contains(text))
+            .find(|(id, _)| *id == sanitizer)
+            .map(|(_, memory)| memory)
     }
 
-    fn insert(&mut self, sanitizer: u64, text: &str) {
-        if self.bytes + text.len() > REMEMBER_CLEAN_AT_MOST_BYTES {
-            // Also forgets sanitizers replaced by a reload.
+    /// The sanitizer's memory, with room for `text` (starting over when the bound is reached).
+    fn of_mut(&mut self, sanitizer: u64, text: &str) -> &mut SanitizerMemory {
+        if self.bytes + text.len() > REMEMBER_AT_MOST_BYTES {
             self.by_sanitizer.clear();
             self.bytes = 0;
         }
+        self.bytes += text.len();
         let at = match self
             .by_sanitizer
             .iter()
@@ -74,13 +86,34 @@ impl CleanStrings {
         {
             Some(at) => at,
             None => {
-                self.by_sanitizer.push((sanitizer, HashSet::new()));
+                self.by_sanitizer
+                    .push((sanitizer, SanitizerMemory::default()));
                 self.by_sanitizer.len() - 1
             }
         };
-        if self.by_sanitizer[at].1.insert(text.into()) {
-            self.bytes += text.len();
-        }
+        &mut self.by_sanitizer[at].1
+    }
+
+    fn is_clean(&self, sanitizer: u64, text: &str) -> bool {
+        self.of(sanitizer)
+            .is_some_and(|memory| memory.clean_strings.contains(text))
+    }
+
+    fn remember_clean(&mut self, sanitizer: u64, text: &str) {
+        self.of_mut(sanitizer, text)
+            .clean_strings
+            .insert(text.into());
+    }
+
+    fn key_is_sensitive(&self, sanitizer: u64, key: &str) -> Option<bool> {
+        self.of(sanitizer)
+            .and_then(|memory| memory.key_is_sensitive.get(key).copied())
+    }
+
+    fn remember_key(&mut self, sanitizer: u64, key: &str, sensitive: bool) {
+        self.of_mut(sanitizer, key)
+            .key_is_sensitive
+            .insert(key.into(), sensitive);
     }
 }
 
@@ -139,9 +172,17 @@ impl PiiSanitizer {
     /// Whether the key contains a sensitive word, ignoring ASCII case (one automaton pass over the
     /// key for all the words: every key of every event goes through here).
     fn is_sensitive_key(&self, key: &str) -> bool {
-        self.sensitive_keys
-            .as_ref()
-            .is_some_and(|matcher| matcher.is_match(key))
+        let Some(matcher) = &self.sensitive_keys else {
+            return false;
+        };
+        if let Some(known) =
+            REMEMBERED.with_borrow(|remembered| remembered.key_is_sensitive(self.id, key))
+        {
+            return known;
+        }
+        let sensitive = matcher.is_match(key);
+        REMEMBERED.with_borrow_mut(|remembered| remembered.remember_key(self.id, key, sensitive));
+        sensitive
     }
 
     fn replacement(&self, kind: &str, matched: &str) -> String {
@@ -160,12 +201,12 @@ impl PiiSanitizer {
         if text.len() < REMEMBER_CLEAN_FROM_BYTES {
             return self.detector.contains_pii(text);
         }
-        if CLEAN_STRINGS.with_borrow(|clean| clean.contains(self.id, text)) {
+        if REMEMBERED.with_borrow(|remembered| remembered.is_clean(self.id, text)) {
             return false;
         }
         let found = self.detector.contains_pii(text);
         if !found {
-            CLEAN_STRINGS.with_borrow_mut(|clean| clean.insert(self.id, text));
+            REMEMBERED.with_borrow_mut(|remembered| remembered.remember_clean(self.id, text));
         }
         found
     }
@@ -314,29 +355,33 @@ mod tests {
             let mut event = event_with(note);
             phones_only.apply(&mut event, &mut report);
             assert_eq!(event.properties["note"], note);
-            assert!(CLEAN_STRINGS.with_borrow(|c| c.contains(phones_only.id, note)));
+            assert!(REMEMBERED.with_borrow(|r| r.is_clean(phones_only.id, note)));
             // What one sanitizer found clean is not taken as clean by another.
             let mut event = event_with(note);
             every_kind.apply(&mut event, &mut report);
             assert!(!event.properties["note"].as_str().unwrap().contains("jane"));
-            assert!(!CLEAN_STRINGS.with_borrow(|c| c.contains(every_kind.id, note)));
+            assert!(!REMEMBERED.with_borrow(|r| r.is_clean(every_kind.id, note)));
         }
         let mut event = event_with(clean);
         every_kind.apply(&mut event, &mut report);
         assert_eq!(event.properties["note"], clean);
-        assert!(CLEAN_STRINGS.with_borrow(|c| c.contains(every_kind.id, clean)));
+        assert!(REMEMBERED.with_borrow(|r| r.is_clean(every_kind.id, clean)));
     }
 
     #[test]
-    fn remembered_clean_strings_are_bounded() {
-        let mut clean = CleanStrings::default();
+    fn what_a_thread_remembers_is_bounded() {
+        let mut remembered = Remembered::default();
         let text = "x".repeat(1000);
         for index in 0..1000 {
-            clean.insert(index % 3, &format!("{index}{text}"));
-            assert!(clean.bytes <= REMEMBER_CLEAN_AT_MOST_BYTES);
+            remembered.remember_clean(index % 3, &format!("{index}{text}"));
+            remembered.remember_key(index % 3, &format!("key{index}"), index % 2 == 0);
+            assert!(remembered.bytes <= REMEMBER_AT_MOST_BYTES);
         }
-        assert!(clean.contains(999 % 3, &format!("999{text}")));
-        assert!(!clean.contains(998 % 3, &format!("999{text}")));
+        assert!(remembered.is_clean(999 % 3, &format!("999{text}")));
+        assert!(!remembered.is_clean(998 % 3, &format!("999{text}")));
+        assert_eq!(remembered.key_is_sensitive(999 % 3, "key999"), Some(false));
+        assert_eq!(remembered.key_is_sensitive(998 % 3, "key998"), Some(true));
+        assert_eq!(remembered.key_is_sensitive(998 % 3, "key999"), None);
     }
 
     #[test]
