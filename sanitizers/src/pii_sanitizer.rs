@@ -56,6 +56,57 @@ struct Remembered {
     /// By sanitizer id: a thread sees one or a few sanitizers (the global chain, per-sink ones).
     by_sanitizer: Vec<(u64, SanitizerMemory)>,
     bytes: usize,
+    strings_pay: Usefulness,
+    keys_pay: Usefulness,
+}
+
+/// Look-ups per window over which [`Usefulness`] judges the memory.
+const USEFULNESS_WINDOW: u32 = 1024;
+
+/// Texts for which the memory rests once a window found less than one in eight.
+const REST_FOR: u32 = 16 * 1024;
+
+/// Whether remembering pays on this thread's traffic. Texts that never repeat cost a look-up and
+/// an insert each on top of the scan; when a window of look-ups finds fewer than one in eight,
+/// the memory rests (is neither read nor written) for [`REST_FOR`] texts, then is tried again.
+#[derive(Default)]
+struct Usefulness {
+    looked_up: u32,
+    found: u32,
+    resting: u32,
+}
+
+impl Usefulness {
+    /// Whether the memory is used for the next text.
+    fn in_use(&mut self) -> bool {
+        if self.resting > 0 {
+            self.resting -= 1;
+            return false;
+        }
+        true
+    }
+
+    fn count(&mut self, found: bool) {
+        self.looked_up += 1;
+        self.found += u32::from(found);
+        if self.looked_up == USEFULNESS_WINDOW {
+            if self.found * 8 < self.looked_up {
+                self.resting = REST_FOR;
+            }
+            self.looked_up = 0;
+            self.found = 0;
+        }
+    }
+}
+
+/// What the memory says about a text.
+#[derive(Debug, PartialEq)]
+enum Recall<T> {
+    /// The memory is resting: work it out, and do not remember it.
+    Resting,
+    /// Not remembered: work it out, and remember it.
+    Unknown,
+    Known(T),
 }
 
 #[derive(Default)]
@@ -92,6 +143,31 @@ impl Remembered {
             }
         };
         &mut self.by_sanitizer[at].1
+    }
+
+    fn recall_clean(&mut self, sanitizer: u64, text: &str) -> Recall<()> {
+        if !self.strings_pay.in_use() {
+            return Recall::Resting;
+        }
+        let clean = self.is_clean(sanitizer, text);
+        self.strings_pay.count(clean);
+        if clean {
+            Recall::Known(())
+        } else {
+            Recall::Unknown
+        }
+    }
+
+    fn recall_key(&mut self, sanitizer: u64, key: &str) -> Recall<bool> {
+        if !self.keys_pay.in_use() {
+            return Recall::Resting;
+        }
+        let known = self.key_is_sensitive(sanitizer, key);
+        self.keys_pay.count(known.is_some());
+        match known {
+            Some(sensitive) => Recall::Known(sensitive),
+            None => Recall::Unknown,
+        }
     }
 
     fn is_clean(&self, sanitizer: u64, text: &str) -> bool {
@@ -175,14 +251,17 @@ impl PiiSanitizer {
         let Some(matcher) = &self.sensitive_keys else {
             return false;
         };
-        if let Some(known) =
-            REMEMBERED.with_borrow(|remembered| remembered.key_is_sensitive(self.id, key))
-        {
-            return known;
+        let recalled = REMEMBERED.with_borrow_mut(|remembered| remembered.recall_key(self.id, key));
+        match recalled {
+            Recall::Known(sensitive) => sensitive,
+            Recall::Resting => matcher.is_match(key),
+            Recall::Unknown => {
+                let sensitive = matcher.is_match(key);
+                REMEMBERED
+                    .with_borrow_mut(|remembered| remembered.remember_key(self.id, key, sensitive));
+                sensitive
+            }
         }
-        let sensitive = matcher.is_match(key);
-        REMEMBERED.with_borrow_mut(|remembered| remembered.remember_key(self.id, key, sensitive));
-        sensitive
     }
 
     fn replacement(&self, kind: &str, matched: &str) -> String {
@@ -201,14 +280,20 @@ impl PiiSanitizer {
         if text.len() < REMEMBER_CLEAN_FROM_BYTES {
             return self.detector.contains_pii(text);
         }
-        if REMEMBERED.with_borrow(|remembered| remembered.is_clean(self.id, text)) {
-            return false;
+        let recalled =
+            REMEMBERED.with_borrow_mut(|remembered| remembered.recall_clean(self.id, text));
+        match recalled {
+            Recall::Known(()) => false,
+            Recall::Resting => self.detector.contains_pii(text),
+            Recall::Unknown => {
+                let found = self.detector.contains_pii(text);
+                if !found {
+                    REMEMBERED
+                        .with_borrow_mut(|remembered| remembered.remember_clean(self.id, text));
+                }
+                found
+            }
         }
-        let found = self.detector.contains_pii(text);
-        if !found {
-            REMEMBERED.with_borrow_mut(|remembered| remembered.remember_clean(self.id, text));
-        }
-        found
     }
 
     fn visit_string(&self, text: &mut String, report: &mut SanitizeReport) -> Visit {
@@ -382,6 +467,45 @@ mod tests {
         assert_eq!(remembered.key_is_sensitive(999 % 3, "key999"), Some(false));
         assert_eq!(remembered.key_is_sensitive(998 % 3, "key998"), Some(true));
         assert_eq!(remembered.key_is_sensitive(998 % 3, "key999"), None);
+    }
+
+    #[test]
+    fn the_memory_rests_while_texts_do_not_repeat_and_tries_again_after() {
+        let mut remembered = Remembered::default();
+        // A window of texts never seen before: the memory rests.
+        for index in 0..USEFULNESS_WINDOW {
+            let text = format!("unique text number {index}");
+            assert_eq!(remembered.recall_clean(1, &text), Recall::Unknown);
+            remembered.remember_clean(1, &text);
+        }
+        assert_eq!(
+            remembered.recall_clean(1, "unique text number 0"),
+            Recall::Resting
+        );
+        for _ in 1..REST_FOR {
+            assert_eq!(
+                remembered.recall_clean(1, "unique text number 0"),
+                Recall::Resting
+            );
+        }
+        // Rested: used again, and what it held is still there.
+        assert_eq!(
+            remembered.recall_clean(1, "unique text number 0"),
+            Recall::Known(())
+        );
+        // Keys are judged on their own: they are still in use.
+        assert_eq!(remembered.recall_key(1, "userAgent"), Recall::Unknown);
+        remembered.remember_key(1, "userAgent", false);
+        assert_eq!(remembered.recall_key(1, "userAgent"), Recall::Known(false));
+        // Texts that repeat keep it in use.
+        let mut fresh = Remembered::default();
+        fresh.remember_clean(1, "the same user agent string");
+        for _ in 0..3 * USEFULNESS_WINDOW {
+            assert_eq!(
+                fresh.recall_clean(1, "the same user agent string"),
+                Recall::Known(())
+            );
+        }
     }
 
     #[test]
