@@ -172,30 +172,32 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    /// A file sink writing into `path`, without fsync.
+    fn sink_into(path: PathBuf) -> FileSink {
+        FileSink::new("local", FileSinkConfig { path, fsync: false })
+    }
+
+    /// A track event received at `received` (which is also its timestamp).
+    fn track(id: &str, received: &str, properties: serde_json::Value) -> Arc<Event> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "type": "track", "event": "E", "messageId": id, "userId": "u",
+                "timestamp": received, "receivedAt": received, "source": "web",
+                "properties": properties
+            }))
+            .unwrap(),
+        )
+    }
+
     #[tokio::test]
     async fn writes_one_line_per_event_into_hourly_files() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = FileSink::new(
-            "local",
-            FileSinkConfig {
-                path: dir.path().join("events"),
-                fsync: false,
-            },
-        );
+        let sink = sink_into(dir.path().join("events"));
         sink.start().await.unwrap();
-        let make = |id: &str, received: &str| -> Arc<Event> {
-            Arc::new(
-                serde_json::from_value(serde_json::json!({
-                    "type": "track", "event": "E", "messageId": id, "userId": "u",
-                    "timestamp": received, "receivedAt": received, "source": "web"
-                }))
-                .unwrap(),
-            )
-        };
         let batch = vec![
-            make("a", "2024-03-01T10:59:59.000Z"),
-            make("b", "2024-03-01T11:00:00.000Z"),
-            make("c", "2024-03-01T11:30:00.000Z"),
+            track("a", "2024-03-01T10:59:59.000Z", serde_json::json!({})),
+            track("b", "2024-03-01T11:00:00.000Z", serde_json::json!({})),
+            track("c", "2024-03-01T11:30:00.000Z", serde_json::json!({})),
         ];
         sink.send(&batch).await.unwrap();
         let ten = fs::read_to_string(dir.path().join("events/events-20240301-10.ndjson")).unwrap();
@@ -211,13 +213,7 @@ mod tests {
     #[tokio::test]
     async fn logged_and_re_encoded_lines_keep_the_batch_order_past_one_writes_worth_of_slices() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = FileSink::new(
-            "local",
-            FileSinkConfig {
-                path: dir.path().to_path_buf(),
-                fsync: false,
-            },
-        );
+        let sink = sink_into(dir.path().to_path_buf());
         // More lines than one writev takes (two slices a line), across two hours and back.
         let count = MAX_SLICES_PER_WRITE + 300;
         let batch: Vec<Arc<Event>> = (0..count)
@@ -227,13 +223,11 @@ mod tests {
                 } else {
                     "2024-03-01T11:15:00.000Z"
                 };
-                Arc::new(
-                    serde_json::from_value(serde_json::json!({
-                        "type": "track", "event": format!("E{index}"), "messageId": format!("m{index}"),
-                        "timestamp": received, "receivedAt": received, "source": "web",
-                        "properties": {"note": "line\nbreak \"quoted\""}
-                    }))
-                    .unwrap(),
+                let note = format!("line {index}\nbreak \"quoted\"");
+                track(
+                    &format!("m{index}"),
+                    received,
+                    serde_json::json!({ "note": note }),
                 )
             })
             .collect();
