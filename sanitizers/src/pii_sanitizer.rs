@@ -31,6 +31,9 @@ pub struct PiiSanitizer {
 /// shorter ones cost about as much to scan as to look up.
 const REMEMBER_CLEAN_FROM_BYTES: usize = 8;
 
+/// Longer strings and keys are not remembered (rare, and each would take a good share of the bound).
+const REMEMBER_AT_MOST_TEXT_BYTES: usize = 4 * 1024;
+
 /// What a thread remembers, at most (bytes of text), before it starts over.
 const REMEMBER_AT_MOST_BYTES: usize = 256 * 1024;
 
@@ -251,6 +254,9 @@ impl PiiSanitizer {
         let Some(matcher) = &self.sensitive_keys else {
             return false;
         };
+        if key.len() > REMEMBER_AT_MOST_TEXT_BYTES {
+            return matcher.is_match(key);
+        }
         let recalled = REMEMBERED.with_borrow_mut(|remembered| remembered.recall_key(self.id, key));
         match recalled {
             Recall::Known(sensitive) => sensitive,
@@ -277,7 +283,7 @@ impl PiiSanitizer {
     /// Whether the detectors find anything in `text`; a long text found clean before by this
     /// sanitizer on this thread is not scanned again.
     fn contains_pii(&self, text: &str) -> bool {
-        if text.len() < REMEMBER_CLEAN_FROM_BYTES {
+        if !(REMEMBER_CLEAN_FROM_BYTES..=REMEMBER_AT_MOST_TEXT_BYTES).contains(&text.len()) {
             return self.detector.contains_pii(text);
         }
         let recalled =
@@ -451,6 +457,12 @@ mod tests {
         every_kind.apply(&mut event, &mut report);
         assert_eq!(event.properties["note"], clean);
         assert!(REMEMBERED.with_borrow(|r| r.is_clean(every_kind.id, clean)));
+        // Past the size remembered: scanned, not kept.
+        let long = "plain words ".repeat(REMEMBER_AT_MOST_TEXT_BYTES / 12 + 1);
+        let mut event = event_with(&long);
+        every_kind.apply(&mut event, &mut report);
+        assert_eq!(event.properties["note"], long.as_str());
+        assert!(!REMEMBERED.with_borrow(|r| r.is_clean(every_kind.id, &long)));
     }
 
     #[test]
