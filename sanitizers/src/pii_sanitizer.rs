@@ -126,13 +126,14 @@ impl Remembered {
             .map(|(_, memory)| memory)
     }
 
-    /// The sanitizer's memory, with room for `text` (starting over when the bound is reached).
-    fn of_mut(&mut self, sanitizer: u64, text: &str) -> &mut SanitizerMemory {
-        if self.bytes + text.len() > REMEMBER_AT_MOST_BYTES {
+    /// The sanitizer's memory, about to take `adding` bytes of text (starting over when the bound
+    /// would be passed).
+    fn of_mut(&mut self, sanitizer: u64, adding: usize) -> &mut SanitizerMemory {
+        if self.bytes + adding > REMEMBER_AT_MOST_BYTES {
             self.by_sanitizer.clear();
             self.bytes = 0;
         }
-        self.bytes += text.len();
+        self.bytes += adding;
         let at = match self
             .by_sanitizer
             .iter()
@@ -179,7 +180,7 @@ impl Remembered {
     }
 
     fn remember_clean(&mut self, sanitizer: u64, text: &str) {
-        self.of_mut(sanitizer, text)
+        self.of_mut(sanitizer, text.len())
             .clean_strings
             .insert(text.into());
     }
@@ -190,7 +191,7 @@ impl Remembered {
     }
 
     fn remember_key(&mut self, sanitizer: u64, key: &str, sensitive: bool) {
-        self.of_mut(sanitizer, key)
+        self.of_mut(sanitizer, key.len())
             .key_is_sensitive
             .insert(key.into(), sensitive);
     }

@@ -69,10 +69,7 @@ fn parse_utc_fast(text: &[u8]) -> Option<DateTime<Utc>> {
 /// Formats a timestamp the way every Switchyard output does: RFC 3339, UTC, millisecond precision.
 pub fn format_timestamp(time: &DateTime<Utc>) -> String {
     let mut buffer = [0u8; MILLIS_LENGTH];
-    match format_millis(time, &mut buffer)
-        .then(|| millis_text(&buffer))
-        .flatten()
-    {
+    match millis_text(time, &mut buffer) {
         Some(text) => text.to_string(),
         None => time.to_rfc3339_opts(SecondsFormat::Millis, true),
     }
@@ -153,9 +150,14 @@ fn format_millis(time: &DateTime<Utc>, buffer: &mut [u8; MILLIS_LENGTH]) -> bool
     true
 }
 
-/// [`format_millis`]'s text as a `str` (digits and ASCII separators: always valid UTF-8).
-fn millis_text(buffer: &[u8; MILLIS_LENGTH]) -> Option<&str> {
-    std::str::from_utf8(buffer).ok()
+/// [`format_millis`]'s text for `time` as a `str` (digits and ASCII separators: always valid
+/// UTF-8), or None where that fast path does not apply.
+fn millis_text<'a>(time: &DateTime<Utc>, buffer: &'a mut [u8; MILLIS_LENGTH]) -> Option<&'a str> {
+    if format_millis(time, buffer) {
+        std::str::from_utf8(buffer).ok()
+    } else {
+        None
+    }
 }
 
 /// Appends a timestamp as a JSON string of [`format_timestamp`] text (used by the event writer).
@@ -177,10 +179,7 @@ fn serialize_millis<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     let mut buffer = [0u8; MILLIS_LENGTH];
-    match format_millis(time, &mut buffer)
-        .then(|| millis_text(&buffer))
-        .flatten()
-    {
+    match millis_text(time, &mut buffer) {
         Some(text) => serializer.serialize_str(text),
         None => serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Millis, true)),
     }
