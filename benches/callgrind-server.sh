@@ -8,6 +8,7 @@
 #   defaults: target/release/switchyard, callgrind.server.out, 18431 (build the release binaries
 #   first, as run-e2e.sh does). Needs valgrind (Debian: apt-get install -y valgrind).
 #   Per-function costs: callgrind_annotate OUTPUT_FILE (add --inclusive=yes for inclusive).
+#   CALLGRIND_EXTRA: more valgrind options, e.g. --separate-threads=yes (one output file per thread).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${1:-$ROOT/target/release/switchyard}"
@@ -30,7 +31,7 @@ type = "pii"
 type = "file"
 path = "$DIR/data/events"
 TOML
-RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT" "$BIN" run --config "$DIR/switchyard.toml" \
+RUST_LOG=warn valgrind --tool=callgrind ${CALLGRIND_EXTRA:-} --callgrind-out-file="$OUT" "$BIN" run --config "$DIR/switchyard.toml" \
     > "$DIR/server.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 1 300); do
