@@ -1451,6 +1451,45 @@ mod tests {
     }
 
     #[test]
+    fn evicted_records_wait_for_requests_to_free_them_the_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = IngestLog::open(LogOptions {
+            segment_bytes: 1 << 20,
+            ..disk_options(dir.path())
+        })
+        .unwrap();
+        log.register_consumer("only").unwrap();
+        let total = RETIRED_AT_MOST as u64 + 3;
+        let mut events = Vec::new();
+        for i in 0..total {
+            log.append(vec![event(&format!("m{i}"))]).unwrap();
+            events.push(Arc::downgrade(&log.cache.read().unwrap().back().unwrap().events[0]));
+        }
+        // The reader passes everything but the newest record: the next append evicts them all.
+        log.commit("only", total).unwrap();
+        log.append(vec![event("last")]).unwrap();
+        assert_eq!(cached_seqs(&log), [total]);
+        let retired: Vec<u64> = lock(&log.retired).iter().map(|r| r.seq).collect();
+        // The oldest beyond the queue's bound went to the freeing thread at once.
+        assert_eq!(retired, (3..total).collect::<Vec<_>>());
+        let alive = |events: &[std::sync::Weak<Event>]| {
+            events.iter().filter(|e| e.upgrade().is_some()).count()
+        };
+        assert_eq!(alive(&events[3..]), RETIRED_AT_MOST);
+        log.free_one_retired();
+        assert!(events[3].upgrade().is_none(), "the oldest is freed first");
+        assert_eq!(alive(&events[4..]), RETIRED_AT_MOST - 1);
+        // A sync frees what no request did.
+        log.sync().unwrap();
+        assert!(lock(&log.retired).is_empty());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(&events) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(alive(&events), 0, "the freeing thread frees the rest");
+    }
+
+    #[test]
     fn a_reader_the_budget_pushed_out_of_the_cache_holds_nothing_in_it() {
         let record_bytes = {
             let probe = IngestLog::open(LogOptions::default()).unwrap();
