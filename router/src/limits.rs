@@ -151,114 +151,273 @@ pub struct BodyShape {
 /// Scans `text` (which need not be valid JSON: the parser judges that later) for its shape and the
 /// elements of a top-level `"batch"` array (see [`BodyShape`]).
 ///
-/// Most of an event is string contents, which are skipped eight bytes at a time: a word is
-/// searched for `"` and `\\` with the classic zero-byte bit trick, which flags the first matching
-/// byte exactly (a borrow can only flag bytes after a true match).
+/// On x86-64, 64-byte blocks are classified with SSE2 (part of the architecture, so always there):
+/// masks of quotes, colons and brackets and commas; the strings' extent from the quotes' running
+/// parity; colons outside strings counted, brackets and commas outside strings visited one by one.
+/// A block with a backslash in it (rare: an escape), and the tail, go byte by byte, skipping
+/// string contents eight bytes at a time with the classic zero-byte bit trick.
 pub fn body_shape(text: &[u8]) -> BodyShape {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    const QUOTES: u64 = ONES * b'"' as u64;
-    const BACKSLASHES: u64 = ONES * b'\\' as u64;
-    fn zero_bytes(word: u64) -> u64 {
-        word.wrapping_sub(ONES) & !word & HIGHS
-    }
-    fn is_space(byte: u8) -> bool {
-        matches!(byte, b' ' | b'\t' | b'\n' | b'\r')
-    }
-    let mut depth = 0usize;
-    let mut shape = JsonShape {
-        max_depth: 0,
-        members: 0,
+    let mut scan = Scan {
+        text,
+        index: 0,
+        in_string: false,
+        depth: 0,
+        shape: JsonShape {
+            max_depth: 0,
+            members: 0,
+        },
+        batch: None,
+        in_batch: false,
+        element_start: None,
     };
-    // The batch array's elements: the last string closed at depth 1 (the key of a value that
-    // follows), whether the scan is directly inside the batch array, and the open element's start.
-    let mut last_key = 0..0;
-    let mut batch: Option<Vec<std::ops::Range<usize>>> = None;
-    let mut in_batch = false;
-    let mut element_start: Option<usize> = None;
-    let length = text.len();
-    let mut index = 0;
-    // Where the batch element after `index` begins (None before `,`, `]` or the end): elements are
-    // found at the batch's `[` and `,` only, so other bytes cost no extra test.
-    let element_after = |mut index: usize| {
-        while index < length && is_space(text[index]) {
+    #[cfg(target_arch = "x86_64")]
+    scan.blocks();
+    scan.bytes(text.len());
+    BodyShape {
+        shape: scan.shape,
+        batch_elements: scan.batch,
+    }
+}
+
+/// The state of [`body_shape`]'s scan, shared by its block and byte steps.
+struct Scan<'a> {
+    text: &'a [u8],
+    /// Where the scan is.
+    index: usize,
+    /// Inside a string at `index` (only between blocks: the byte step always ends a string).
+    in_string: bool,
+    depth: usize,
+    shape: JsonShape,
+    batch: Option<Vec<std::ops::Range<usize>>>,
+    /// Directly inside the batch array.
+    in_batch: bool,
+    /// Where the open batch element begins.
+    element_start: Option<usize>,
+}
+
+fn is_json_space(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+impl Scan<'_> {
+    /// Where the batch element after `index` begins (None before `,`, `]` or the end): elements
+    /// are found at the batch's `[` and `,` only, so other bytes cost no extra test.
+    fn element_after(&self, mut index: usize) -> Option<usize> {
+        while self.text.get(index).copied().is_some_and(is_json_space) {
             index += 1;
         }
-        match text.get(index) {
+        match self.text.get(index) {
             None | Some(b',' | b']') => None,
             Some(_) => Some(index),
         }
-    };
-    while index < length {
-        let byte = text[index];
-        index += 1;
-        match byte {
-            b'"' => {
-                let string_start = index;
-                // Inside a string until an unescaped quote (or the end of the text).
-                while index < length {
-                    if let Some(chunk) = text.get(index..index + 8) {
-                        let mut word = [0u8; 8];
-                        word.copy_from_slice(chunk);
-                        let word = u64::from_le_bytes(word);
-                        let found = zero_bytes(word ^ QUOTES) | zero_bytes(word ^ BACKSLASHES);
-                        if found == 0 {
-                            index += 8;
-                            continue;
-                        }
-                        index += (found.trailing_zeros() / 8) as usize;
-                    }
-                    let special = text[index];
-                    index += 1;
-                    if special == b'\\' {
-                        index += 1;
-                    } else if special == b'"' {
-                        break;
-                    }
-                }
-                if depth == 1 {
-                    last_key = string_start..index.saturating_sub(1);
-                }
+    }
+
+    /// Whether the `[` at `at` is the value of a `"batch"` member: the key (its opening quote not
+    /// escaped), then a colon, spaces allowed around it.
+    fn follows_batch_key(&self, at: usize) -> bool {
+        let before = |mut end: usize| {
+            while end > 0 && is_json_space(self.text[end - 1]) {
+                end -= 1;
             }
+            end
+        };
+        let colon = before(at);
+        if colon == 0 || self.text[colon - 1] != b':' {
+            return false;
+        }
+        let key_end = before(colon - 1);
+        let Some(key_start) = key_end.checked_sub(7) else {
+            return false;
+        };
+        if &self.text[key_start..key_end] != b"\"batch\"" {
+            return false;
+        }
+        let backslashes = self.text[..key_start]
+            .iter()
+            .rev()
+            .take_while(|byte| **byte == b'\\')
+            .count();
+        backslashes % 2 == 0
+    }
+
+    /// One bracket or comma outside strings, at `at`.
+    #[inline(always)]
+    fn structural(&mut self, at: usize, byte: u8) {
+        match byte {
             b'{' | b'[' => {
                 if byte == b'['
-                    && depth == 1
-                    && batch.is_none()
-                    && text.get(last_key.clone()) == Some(b"batch".as_slice())
+                    && self.depth == 1
+                    && self.batch.is_none()
+                    && self.follows_batch_key(at)
                 {
-                    batch = Some(Vec::new());
-                    in_batch = true;
-                    element_start = element_after(index);
+                    self.batch = Some(Vec::new());
+                    self.in_batch = true;
+                    self.element_start = self.element_after(at + 1);
                 }
-                depth += 1;
-                shape.max_depth = shape.max_depth.max(depth);
+                self.depth += 1;
+                self.shape.max_depth = self.shape.max_depth.max(self.depth);
             }
-            b'}' | b']' | b',' => {
-                if in_batch && depth == 2 {
-                    if let (Some(start), Some(elements)) = (element_start.take(), batch.as_mut()) {
-                        let mut end = index - 1;
-                        while end > start && is_space(text[end - 1]) {
+            _ => {
+                if self.in_batch && self.depth == 2 {
+                    if let (Some(start), Some(elements)) =
+                        (self.element_start.take(), self.batch.as_mut())
+                    {
+                        let mut end = at;
+                        while end > start && is_json_space(self.text[end - 1]) {
                             end -= 1;
                         }
                         elements.push(start..end);
                     }
                     if byte == b']' {
-                        in_batch = false;
+                        self.in_batch = false;
                     } else if byte == b',' {
-                        element_start = element_after(index);
+                        self.element_start = self.element_after(at + 1);
                     }
                 }
                 if byte != b',' {
-                    depth = depth.saturating_sub(1);
+                    self.depth = self.depth.saturating_sub(1);
                 }
             }
-            b':' => shape.members += 1,
-            _ => {}
         }
     }
-    BodyShape {
-        shape,
-        batch_elements: batch,
+
+    /// Skips string contents from `index` to just after the closing quote (or to the end).
+    fn skip_string(&mut self) {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGHS: u64 = 0x8080_8080_8080_8080;
+        const QUOTES: u64 = ONES * b'"' as u64;
+        const BACKSLASHES: u64 = ONES * b'\\' as u64;
+        fn zero_bytes(word: u64) -> u64 {
+            word.wrapping_sub(ONES) & !word & HIGHS
+        }
+        let text = self.text;
+        let mut index = self.index;
+        while index < text.len() {
+            if let Some(chunk) = text.get(index..index + 8) {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                let word = u64::from_le_bytes(word);
+                // Flags the first matching byte exactly (a borrow only flags bytes after a match).
+                let found = zero_bytes(word ^ QUOTES) | zero_bytes(word ^ BACKSLASHES);
+                if found == 0 {
+                    index += 8;
+                    continue;
+                }
+                index += (found.trailing_zeros() / 8) as usize;
+            }
+            let special = text[index];
+            index += 1;
+            if special == b'\\' {
+                index += 1;
+            } else if special == b'"' {
+                break;
+            }
+        }
+        self.index = index.min(text.len());
+        self.in_string = false;
+    }
+
+    /// Scans byte by byte until at least `until` (a string started before it is skipped whole).
+    fn bytes(&mut self, until: usize) {
+        if self.in_string {
+            self.skip_string();
+        }
+        while self.index < until {
+            let at = self.index;
+            let byte = self.text[at];
+            self.index += 1;
+            match byte {
+                b'"' => self.skip_string(),
+                b'{' | b'[' | b'}' | b']' | b',' => self.structural(at, byte),
+                b':' => self.shape.members += 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// Scans whole 64-byte blocks with SSE2 (see [`body_shape`]).
+    #[cfg(target_arch = "x86_64")]
+    fn blocks(&mut self) {
+        const BLOCK: usize = 64;
+        while let Some(block) = self
+            .text
+            .get(self.index..self.index + BLOCK)
+            .and_then(|block| <&[u8; BLOCK]>::try_from(block).ok())
+        {
+            let masks = BlockMasks::of(block);
+            if masks.backslashes != 0 {
+                self.bytes(self.index + BLOCK);
+                continue;
+            }
+            // Bit i of the quotes' running parity is set from an opening quote up to (not
+            // including) its closing one: with the carry from the block before, inside strings.
+            let mut inside = masks.quotes;
+            for shift in [1, 2, 4, 8, 16, 32] {
+                inside ^= inside << shift;
+            }
+            if self.in_string {
+                inside = !inside;
+            }
+            self.in_string = inside >> 63 == 1;
+            self.shape.members += (masks.colons & !inside).count_ones() as usize;
+            let mut structurals = masks.structurals & !inside;
+            while structurals != 0 {
+                let at = self.index + structurals.trailing_zeros() as usize;
+                self.structural(at, block[at - self.index]);
+                structurals &= structurals - 1;
+            }
+            self.index += BLOCK;
+        }
+    }
+}
+
+/// Bit masks of one 64-byte block's bytes (bit i for byte i).
+#[cfg(target_arch = "x86_64")]
+struct BlockMasks {
+    quotes: u64,
+    backslashes: u64,
+    colons: u64,
+    /// `{`, `[`, `}`, `]` and `,`.
+    structurals: u64,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl BlockMasks {
+    fn of(block: &[u8; 64]) -> BlockMasks {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+            _mm_set1_epi8,
+        };
+        let mut masks = BlockMasks {
+            quotes: 0,
+            backslashes: 0,
+            colons: 0,
+            structurals: 0,
+        };
+        // SAFETY: SSE2 is part of the x86-64 architecture (every such CPU has it), and each load
+        // reads the 16 bytes of its chunk, with no alignment requirement.
+        unsafe {
+            let mask = |bytes: __m128i| u64::from(_mm_movemask_epi8(bytes) as u16);
+            for (lane, chunk) in block.chunks_exact(16).enumerate() {
+                let bytes = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
+                let shift = lane * 16;
+                masks.quotes |= mask(_mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'"' as i8))) << shift;
+                masks.backslashes |=
+                    mask(_mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'\\' as i8))) << shift;
+                masks.colons |= mask(_mm_cmpeq_epi8(bytes, _mm_set1_epi8(b':' as i8))) << shift;
+                // `[` and `{`, `]` and `}` differ only in the 0x20 bit, which no other byte maps
+                // onto them; `,` has it set already.
+                let folded = _mm_or_si128(bytes, _mm_set1_epi8(0x20));
+                let brackets = _mm_or_si128(
+                    _mm_cmpeq_epi8(folded, _mm_set1_epi8(b'{' as i8)),
+                    _mm_cmpeq_epi8(folded, _mm_set1_epi8(b'}' as i8)),
+                );
+                let structurals =
+                    _mm_or_si128(brackets, _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b',' as i8)));
+                masks.structurals |= mask(structurals) << shift;
+            }
+        }
+        masks
     }
 }
 
@@ -318,6 +477,19 @@ mod tests {
         #[test]
         fn word_scan_matches_the_byte_scan(text in "[\"\\\\{}\\[\\]:a-z ]{0,80}") {
             proptest::prop_assert_eq!(body_shape(text.as_bytes()).shape, reference_shape(text.as_bytes()));
+        }
+
+        #[test]
+        fn block_scan_matches_the_byte_scan_on_long_texts(
+            text in "[\"{}\\[\\]:,a-z \n]{0,600}",
+            escape_at in proptest::option::of(0usize..600),
+        ) {
+            // Mostly blocks without a backslash (the vectored path), sometimes one with.
+            let mut text = text.into_bytes();
+            if let Some(at) = escape_at.filter(|at| *at < text.len()) {
+                text[at] = b'\\';
+            }
+            proptest::prop_assert_eq!(body_shape(&text).shape, reference_shape(&text));
         }
 
         #[test]
@@ -397,6 +569,45 @@ mod tests {
             let found = body_shape(body.as_bytes()).batch_elements;
             proptest::prop_assert_eq!(found, serde_batch_elements(&body), "{}", body);
         }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn batch_elements_match_serde_on_long_batches_across_blocks(
+            elements in proptest::collection::vec(json_value_without_escapes(), 0..40),
+            pretty in proptest::bool::ANY,
+            escaped_key in proptest::bool::ANY,
+        ) {
+            let encode = |value: &serde_json::Value| if pretty {
+                serde_json::to_string_pretty(value).unwrap()
+            } else {
+                serde_json::to_string(value).unwrap()
+            };
+            let items: Vec<String> = elements.iter().map(encode).collect();
+            // A key ending in `"batch"` whose quote is escaped is not the batch.
+            let decoy = if escaped_key { r#""x\"batch": [1, 2], "# } else { "" };
+            let body = format!("{{{decoy}\"batch\": [{}], \"after\": [1]}}", items.join(","));
+            let found = body_shape(body.as_bytes()).batch_elements;
+            proptest::prop_assert_eq!(found, serde_batch_elements(&body), "{}", body);
+        }
+    }
+
+    /// JSON values whose strings need no escapes, so the scan's blocks take the vectored path.
+    fn json_value_without_escapes() -> impl proptest::strategy::Strategy<Value = serde_json::Value>
+    {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[a-z\\[\\]{},: é]{0,40}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 40, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-z\\]\\[,:]{0,10}", inner, 0..6)
+                    .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            ]
+        })
     }
 
     #[test]

@@ -1463,7 +1463,9 @@ mod tests {
         let mut events = Vec::new();
         for i in 0..total {
             log.append(vec![event(&format!("m{i}"))]).unwrap();
-            events.push(Arc::downgrade(&log.cache.read().unwrap().back().unwrap().events[0]));
+            events.push(Arc::downgrade(
+                &log.cache.read().unwrap().back().unwrap().events[0],
+            ));
         }
         // The reader passes everything but the newest record: the next append evicts them all.
         log.commit("only", total).unwrap();
