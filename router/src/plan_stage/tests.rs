@@ -219,6 +219,15 @@ fn markers_route_events_and_clients_cannot_set_them() {
         sent[0].context,
         json!({"locale": "de"}).as_object().unwrap().clone()
     );
+    for key in SERVER_CONTEXT_KEYS {
+        let mut sent = vec![bare_event(json!({key: 1, "locale": "de"}))];
+        strip_server_keys(&mut sent);
+        assert_eq!(
+            sent[0].context,
+            json!({"locale": "de"}).as_object().unwrap().clone(),
+            "{key} alone"
+        );
+    }
 }
 
 #[test]
