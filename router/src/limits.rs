@@ -518,21 +518,40 @@ mod tests {
         )
     }
 
-    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    /// JSON values whose strings and keys match the regexes `strings` and `keys`, nested up to
+    /// `depth` levels, containers of fewer than `breadth` items.
+    fn json_values(
+        strings: &'static str,
+        keys: &'static str,
+        depth: u32,
+        breadth: usize,
+    ) -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
         use proptest::prelude::*;
         let leaf = prop_oneof![
             Just(serde_json::Value::Null),
             any::<bool>().prop_map(serde_json::Value::from),
             any::<i64>().prop_map(serde_json::Value::from),
-            "[a-z\\[\\]{},:\"\\\\ é]{0,12}".prop_map(serde_json::Value::from),
+            strings.prop_map(serde_json::Value::from),
         ];
-        leaf.prop_recursive(3, 24, 4, |inner| {
+        let size = depth * breadth as u32 * 2;
+        leaf.prop_recursive(depth, size, breadth as u32, move |inner| {
             prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
-                proptest::collection::btree_map("[a-z\\]\\[,\"]{0,6}", inner, 0..4)
+                proptest::collection::vec(inner.clone(), 0..breadth)
+                    .prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(keys, inner, 0..breadth)
                     .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
             ]
         })
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        json_values("[a-z\\[\\]{},:\"\\\\ é]{0,12}", "[a-z\\]\\[,\"]{0,6}", 3, 4)
+    }
+
+    /// JSON values whose strings need no escapes, so the scan's blocks take the vectored path.
+    fn json_value_without_escapes() -> impl proptest::strategy::Strategy<Value = serde_json::Value>
+    {
+        json_values("[a-z\\[\\]{},: é]{0,40}", "[a-z\\]\\[,:]{0,10}", 4, 6)
     }
 
     #[test]
@@ -590,24 +609,6 @@ mod tests {
             let found = body_shape(body.as_bytes()).batch_elements;
             proptest::prop_assert_eq!(found, serde_batch_elements(&body), "{}", body);
         }
-    }
-
-    /// JSON values whose strings need no escapes, so the scan's blocks take the vectored path.
-    fn json_value_without_escapes() -> impl proptest::strategy::Strategy<Value = serde_json::Value>
-    {
-        use proptest::prelude::*;
-        let leaf = prop_oneof![
-            Just(serde_json::Value::Null),
-            any::<i64>().prop_map(serde_json::Value::from),
-            "[a-z\\[\\]{},: é]{0,40}".prop_map(serde_json::Value::from),
-        ];
-        leaf.prop_recursive(4, 40, 6, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
-                proptest::collection::btree_map("[a-z\\]\\[,:]{0,10}", inner, 0..6)
-                    .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
-            ]
-        })
     }
 
     #[test]
