@@ -24,7 +24,7 @@ use switchyard_sanitizers::pii::PiiDetector;
 use switchyard_sanitizers::{Chain, SanitizeReport, Verdict};
 use switchyard_schemas::Event;
 use switchyard_sinks::log::{IngestLog, LogOptions};
-use switchyard_sinks::rollout::RolloutState;
+use switchyard_sinks::rollout::{RolloutState, SeededBuckets};
 use switchyard_sinks::settings::{FileSinkConfig, RolloutConfig, RolloutKey, RolloutMode};
 use switchyard_sinks::Sink;
 
@@ -300,11 +300,12 @@ fn rollout(c: &mut Criterion) {
             mode: RolloutMode::Live,
             by: RolloutKey::User,
         });
+        let buckets = SeededBuckets::new("switchyard");
         group.bench_function(format!("admits_{percent}pct"), |b| {
             b.iter(|| {
                 let mut admitted = 0usize;
                 for event in &events {
-                    admitted += usize::from(state.admits("switchyard", event));
+                    admitted += usize::from(state.admits(&buckets, event));
                 }
                 black_box(admitted)
             })

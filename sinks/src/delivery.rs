@@ -17,7 +17,7 @@ use crate::breaker::{Breaker, BreakerState, BreakerView};
 use crate::dead_letter::DeadLetterStore;
 use crate::log::{IngestLog, Record};
 use crate::report::{Outcome, ReportDelta, SinkReport};
-use crate::rollout::RolloutState;
+use crate::rollout::{RolloutState, SeededBuckets};
 use crate::settings::CommonSinkSettings;
 use crate::sink::{SendError, Sink};
 
@@ -227,6 +227,8 @@ struct Runner {
     signal: watch::Receiver<RunnerSignal>,
     commands: mpsc::Receiver<RunnerCommand>,
     breaker: Breaker,
+    /// The rollout buckets under `parts.rollout_seed` (the seed hashed once).
+    buckets: SeededBuckets,
     jitter_state: u64,
     /// Everything before this sequence number is delivered (or dead-lettered / filtered out).
     committed: u64,
@@ -277,11 +279,13 @@ impl Runner {
     ) -> Runner {
         let seed = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(1) as u64 | 1;
         let breaker = Breaker::new(&parts.settings.circuit_breaker, parts.stats.breaker.clone());
+        let buckets = SeededBuckets::new(&parts.rollout_seed);
         Runner {
             parts,
             signal,
             commands,
             breaker,
+            buckets,
             jitter_state: seed,
             committed: 0,
             report_delta: ReportDelta::default(),
@@ -401,7 +405,7 @@ impl Runner {
                 let per_event_bytes = record.bytes / record.events.len().max(1);
                 let count = record.events.len();
                 for (index, event) in record.events.iter().enumerate() {
-                    if !self.parts.rollout.admits(&self.parts.rollout_seed, event) {
+                    if !self.parts.rollout.admits(&self.buckets, event) {
                         SinkStats::add(&self.parts.stats.dropped_rollout, 1);
                         self.report_delta.count(event, Outcome::DroppedRollout);
                         continue;

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use switchyard_schemas::Event;
 
-use crate::rollout::{bucket, rollout_key};
+use crate::rollout::{rollout_key, SeededBuckets};
 use crate::settings::RolloutKey;
 
 /// Bins of the delivered-by-bucket histogram (one per percent).
@@ -125,8 +125,9 @@ impl ReportDelta {
 
     /// Counts a delivered batch, binned by each event's rollout bucket.
     pub fn delivered(&mut self, seed: &str, by: RolloutKey, batch: &[std::sync::Arc<Event>]) {
+        let buckets = SeededBuckets::new(seed);
         for event in batch {
-            let bin = (bucket(seed, rollout_key(event, by)) / 100) as usize;
+            let bin = (buckets.bucket(rollout_key(event, by)) / 100) as usize;
             let hour = self.hour(event);
             hour.delivered += 1;
             if let Some(slot) = hour.delivered_by_bin.get_mut(bin) {
@@ -223,6 +224,7 @@ fn hour_floor(seconds: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rollout::bucket;
     use std::sync::Arc;
 
     fn event(user: &str, received: &str) -> Arc<Event> {
