@@ -677,17 +677,22 @@ pub(crate) async fn ingest_decoded(
         ip: Some(&ip),
         user_agent,
     };
+    // Counting every event's members walks all its values; skipped when the message texts are too
+    // short to hold more than the limit.
+    let members_at_most = decoded.event_members_at_most();
     let Normalized {
         mut events,
         mut client_message_ids,
         mut rejected,
     } = normalize_all(decoded, &facts);
-    crate::limits::reject_oversized_events(
-        runtime.config.limits.max_properties,
-        &mut events,
-        &mut client_message_ids,
-        &mut rejected,
-    );
+    if members_at_most.is_none_or(|most| most > limits.max_properties) {
+        crate::limits::reject_oversized_events(
+            limits.max_properties,
+            &mut events,
+            &mut client_message_ids,
+            &mut rejected,
+        );
+    }
 
     // Context keys that steer routing are the server's; then the tracking plan (rejected events leave
     // here; quarantined ones skip de-duplication and sessions, and rejoin before the sanitizers).

@@ -55,6 +55,25 @@ pub struct DecodedBody {
     /// Whether a client-supplied IP (PostHog's `$ip`) may stand for the client: only when the request's
     /// socket peer is a trusted proxy.
     pub trust_ip_property: bool,
+    /// The length of the longest message's JSON text, for Segment-spec messages (whose events take
+    /// their object members from that text and the batch's `context` only); None where normalising
+    /// may add members (PostHog events) or the texts are not at hand.
+    pub longest_segment_message: Option<usize>,
+}
+
+impl DecodedBody {
+    /// An upper bound on the object members of any event normalised from this body, when one is
+    /// known without looking at the events: the longest message text's bound plus the batch
+    /// context's members (each event may take all of them). Lets ingest skip counting every
+    /// event's members when no event can be over `limits.max_properties`.
+    pub fn event_members_at_most(&self) -> Option<usize> {
+        let longest = self.longest_segment_message?;
+        let batch_context = self
+            .batch_context
+            .as_ref()
+            .map_or(0, crate::limits::map_members);
+        Some(crate::limits::members_in_text_at_most(longest) + batch_context)
+    }
 }
 
 fn decode_message(
@@ -121,6 +140,7 @@ pub fn decode_scanned_body(
             batch_context: None,
             messages: vec![message.map(|m| Message::Segment(Box::new(m)))],
             trust_ip_property: false,
+            longest_segment_message: Some(raw.get().len()),
         });
     }
     if let Some(decoded) = decode_valid_batch(body, shape, max_event_bytes) {
@@ -142,12 +162,14 @@ pub fn decode_scanned_body(
         .iter()
         .map(|raw| decode_message(raw, max_event_bytes).map(|m| Message::Segment(Box::new(m))))
         .collect();
+    let longest_segment_message = envelope.batch.iter().map(|raw| raw.get().len()).max();
     Ok(DecodedBody {
         write_key: envelope.write_key,
         batch_sent_at,
         batch_context: envelope.context,
         messages,
         trust_ip_property: false,
+        longest_segment_message: Some(longest_segment_message.unwrap_or(0)),
     })
 }
 
@@ -187,6 +209,7 @@ fn decode_valid_batch(
             .map(|message| Ok(Message::Segment(message)))
             .collect(),
         trust_ip_property: false,
+        longest_segment_message: Some(elements.iter().map(|span| span.len()).max().unwrap_or(0)),
     })
 }
 
@@ -367,6 +390,55 @@ mod tests {
         assert!(decode_valid_batch(big.as_bytes(), &shape, 1000).is_some());
         let array = br#"{"batch":[["type","track"]]}"#;
         assert!(decode_valid_batch(array, &crate::limits::body_shape(array), 1000).is_none());
+    }
+
+    #[test]
+    fn the_member_bound_covers_every_event_on_every_decode_path() {
+        let wide = |n: usize| -> JsonMap {
+            (0..n)
+                .map(|i| (format!("k{i}"), serde_json::json!({"": [{"": 0}]})))
+                .collect()
+        };
+        let message = |n: usize| {
+            serde_json::json!({"type": "track", "event": "e", "userId": "u",
+                "properties": wide(n), "context": {"page": wide(n / 2)}})
+        };
+        let batch = serde_json::json!({"batch": [message(3), message(40), message(0)],
+            "context": {"library": wide(7), "locale": "en"}});
+        let with_bad_message = serde_json::json!({"batch": [message(12), "not an object"],
+            "context": {"library": wide(30)}});
+        let bodies: [(&str, Vec<u8>, Option<EventType>); 3] = [
+            ("the one-pass batch", batch.to_string().into_bytes(), None),
+            (
+                "message by message",
+                with_bad_message.to_string().into_bytes(),
+                None,
+            ),
+            (
+                "one message",
+                message(25).to_string().into_bytes(),
+                Some(EventType::Track),
+            ),
+        ];
+        for (path, body, implied) in bodies {
+            let decoded = decode_body(&body, implied, 1 << 20).unwrap();
+            let bound = decoded.event_members_at_most().unwrap();
+            let normalized = normalize_all(
+                decoded,
+                &RequestFacts {
+                    implied_type: implied,
+                    ..facts()
+                },
+            );
+            assert!(!normalized.events.is_empty(), "{path}");
+            for event in &normalized.events {
+                let members = crate::limits::event_members(event);
+                assert!(
+                    members <= bound,
+                    "{path}: {members} members over the bound {bound}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -81,6 +81,11 @@ fn members(value: &serde_json::Value) -> usize {
     }
 }
 
+/// Object members of a JSON object, its own and at any depth below.
+pub fn map_members(map: &switchyard_schemas::JsonMap) -> usize {
+    map.len() + map.values().map(members).sum::<usize>()
+}
+
 /// Object members in an event's properties, traits, context and integrations, at any depth.
 pub fn event_members(event: &Event) -> usize {
     [
@@ -89,9 +94,15 @@ pub fn event_members(event: &Event) -> usize {
         &event.context,
         &event.integrations,
     ]
-    .iter()
-    .map(|map| map.len() + map.values().map(members).sum::<usize>())
+    .into_iter()
+    .map(map_members)
     .sum()
+}
+
+/// At most how many object members a JSON text of `bytes` bytes holds: each member has a key's two
+/// quotes and a colon of its own, so at most a third of the bytes.
+pub fn members_in_text_at_most(bytes: usize) -> usize {
+    bytes / 3
 }
 
 /// Rejects (alone, by their index in the request) events with more than `max_properties` members.
@@ -609,6 +620,31 @@ mod tests {
             let found = body_shape(body.as_bytes()).batch_elements;
             proptest::prop_assert_eq!(found, serde_batch_elements(&body), "{}", body);
         }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_text_holds_at_most_a_third_of_its_bytes_in_object_members(
+            value in json_values("[a-z\"\\\\]{0,3}", "[a-z\"]{0,2}", 4, 5),
+            pretty in proptest::bool::ANY,
+        ) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&value).unwrap()
+            } else {
+                serde_json::to_string(&value).unwrap()
+            };
+            proptest::prop_assert!(members(&value) <= members_in_text_at_most(text.len()), "{}", text);
+        }
+    }
+
+    #[test]
+    fn the_member_bound_is_tight_for_empty_keys() {
+        // `"":` is the least a member can take; with one-byte values a third is reached in the limit.
+        let text = r#"{"":{"":{"":{"":0}}}}"#;
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(members(&value), 4);
+        assert_eq!(members_in_text_at_most(text.len()), 7);
+        assert!(members_in_text_at_most(text.len() / 2) < members(&value));
     }
 
     #[test]

@@ -118,6 +118,8 @@ impl DecodedCapture {
                 .map(|event| event.map(Message::Posthog))
                 .collect(),
             trust_ip_property,
+            // Normalising a capture event may add members (lifted page and library fields).
+            longest_segment_message: None,
         }
     }
 }

@@ -253,6 +253,8 @@ fn segment_cases(good: &mut Good) -> Vec<Case> {
         .enumerate()
         .map(|(i, f)| (i + 1, *f))
         .collect();
+    let too_many_members: serde_json::Map<String, Value> =
+        (0..2001).map(|n| (format!("p{n}"), json!(0))).collect();
     let ten_mb = "x".repeat(10 * 1024 * 1024);
     let huge_event =
         json!({"type": "track", "event": "huge", "userId": "u", "properties": {"blob": ten_mb}});
@@ -302,6 +304,39 @@ fn segment_cases(good: &mut Good) -> Vec<Case> {
                 ],
             ),
             Rejected(vec![(1, "number out of range"), (2, "number out of range")]),
+        ),
+        case(
+            "more object members than max_properties (2,000 by default)",
+            "/v1/batch",
+            good.segment_batch(vec![json!({
+                "type": "track", "event": "wide", "userId": "u", "properties": too_many_members
+            })]),
+            Rejected(vec![(
+                1,
+                "2001 properties (object members), over the limit of 2000",
+            )]),
+        ),
+        case(
+            "a batch context that takes every event over max_properties",
+            "/v1/batch",
+            json!({
+                "batch": [
+                    {"type": "track", "event": "small", "userId": "u"},
+                    {"type": "page", "name": "small", "anonymousId": "a"}
+                ],
+                "context": too_many_members
+            })
+            .to_string(),
+            Rejected(vec![
+                (
+                    0,
+                    "2001 properties (object members), over the limit of 2000",
+                ),
+                (
+                    1,
+                    "2001 properties (object members), over the limit of 2000",
+                ),
+            ]),
         ),
         case(
             "deep nesting past serde_json's recursion limit",
