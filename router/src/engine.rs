@@ -96,9 +96,15 @@ fn build_stage(
     let quarantine = quarantine.clone();
     let exclude_synthetic = settings.common.exclude_synthetic;
     let sink_name = name.to_string();
-    Ok(Arc::new(move |event| {
+    Ok(Arc::new(move |event, may_be_marked| {
         // Quarantined events go to the quarantine sink only; excluded synthetic events nowhere.
-        if crate::plan_stage::skips(&sink_name, &quarantine, exclude_synthetic, event) {
+        if crate::plan_stage::skips(
+            &sink_name,
+            &quarantine,
+            exclude_synthetic,
+            event,
+            may_be_marked,
+        ) {
             return StageOutcome::Skip;
         }
         if let Some(category) = &category {

@@ -30,10 +30,7 @@ use crate::ingest::Rejection;
 
 /// `context.violations`: the violations of a tagged or quarantined event.
 pub const VIOLATIONS_KEY: &str = "violations";
-/// `context.quarantine`: the marker of a quarantined event.
-pub const QUARANTINE_KEY: &str = "quarantine";
-/// `context.synthetic`: `true` on events Switchyard made up (session start and end).
-pub const SYNTHETIC_KEY: &str = "synthetic";
+pub use switchyard_schemas::event::{QUARANTINE_KEY, SYNTHETIC_KEY};
 /// Context keys only Switchyard sets; clients' values are removed at ingest.
 pub const SERVER_CONTEXT_KEYS: [&str; 3] = [VIOLATIONS_KEY, QUARANTINE_KEY, SYNTHETIC_KEY];
 
@@ -74,18 +71,23 @@ pub type QuarantineTarget = Arc<RwLock<Option<String>>>;
 
 /// Whether sink `sink` must skip `event`: a quarantined event goes only to the sink its marker names;
 /// the quarantine sink in force receives nothing but quarantined events; a synthetic event skips
-/// sinks with `exclude_synthetic`.
+/// sinks with `exclude_synthetic`. `may_be_marked`: false when the event's log record has no event
+/// with routing marks ([`Event::has_routing_marks`]); its context is then not searched (a sink's
+/// runner meets the event long after ingest, and the search touched memory no longer in cache).
 pub fn skips(
     sink: &str,
     quarantine: &QuarantineTarget,
     exclude_synthetic: bool,
     event: &Event,
+    may_be_marked: bool,
 ) -> bool {
-    if let Some(marker) = event.context.get(QUARANTINE_KEY) {
-        return marker.get("sink").and_then(Value::as_str) != Some(sink);
-    }
-    if exclude_synthetic && is_synthetic(event) {
-        return true;
+    if may_be_marked {
+        if let Some(marker) = event.context.get(QUARANTINE_KEY) {
+            return marker.get("sink").and_then(Value::as_str) != Some(sink);
+        }
+        if exclude_synthetic && is_synthetic(event) {
+            return true;
+        }
     }
     quarantine
         .read()

@@ -131,6 +131,11 @@ pub struct Event {
     pub user_agent: Option<String>,
 }
 
+/// `context.quarantine`: the marker of a quarantined event (set by the tracking plan stage).
+pub const QUARANTINE_KEY: &str = "quarantine";
+/// `context.synthetic`: `true` on events Switchyard made up (session start and end).
+pub const SYNTHETIC_KEY: &str = "synthetic";
+
 /// A string field of an optional object (such as [`Event::context_object`] gives).
 pub fn field_str<'a>(map: Option<&'a JsonMap>, key: &str) -> Option<&'a str> {
     map?.get(key)?.as_str()
@@ -162,6 +167,17 @@ impl Event {
     /// A string inside `context` by a dotted path, when it is a string.
     pub fn context_str(&self, dotted_path: &str) -> Option<&str> {
         self.context_value(dotted_path)?.as_str()
+    }
+
+    /// Whether the event carries a context key that steers routing ([`QUARANTINE_KEY`],
+    /// [`SYNTHETIC_KEY`]). Only Switchyard sets them (ingest removes clients' own), and few events
+    /// have one: the log notes per record whether any event does, so sink stages look for the
+    /// markers only in records that have some.
+    pub fn has_routing_marks(&self) -> bool {
+        // One pass comparing lengths first: two map searches compared the keys' bytes in order.
+        self.context
+            .keys()
+            .any(|key| matches!(key.as_str(), QUARANTINE_KEY | SYNTHETIC_KEY))
     }
 
     /// The JSON Schema of the canonical event (`switchyard schema` prints it).

@@ -36,8 +36,9 @@ pub enum StageOutcome {
     Skip,
 }
 
-/// The per-sink stage run on every event in the sink's rollout share.
-pub type EventStage = Arc<dyn Fn(&Arc<Event>) -> StageOutcome + Send + Sync>;
+/// The per-sink stage run on every event in the sink's rollout share. The flag is the event's
+/// record's [`Record::routing_marks`]: false means the event has none.
+pub type EventStage = Arc<dyn Fn(&Arc<Event>, bool) -> StageOutcome + Send + Sync>;
 
 /// Counters of one sink, since start (the reconciliation report persists its own).
 #[derive(Debug)]
@@ -410,7 +411,7 @@ impl Runner {
                         self.report_delta.count(event, Outcome::DroppedRollout);
                         continue;
                     }
-                    match (self.parts.stage)(event) {
+                    match (self.parts.stage)(event, record.routing_marks) {
                         StageOutcome::Keep(kept) => {
                             SinkStats::add(&self.parts.stats.offered, 1);
                             self.report_delta.count(event, Outcome::Offered);

@@ -118,6 +118,10 @@ pub struct Record {
     /// Each event's JSON, as written in the log (slices of the record's one buffer): sinks that
     /// write the canonical JSON reuse it instead of encoding the event again.
     pub json: Arc<[Bytes]>,
+    /// Whether any of the events has routing marks ([`Event::has_routing_marks`]); worked out
+    /// where the events are built (or read back), so that sink stages need not search the context
+    /// of every event for them.
+    pub routing_marks: bool,
 }
 
 /// A request's events encoded as a log record: the CPU half of an append, done by the request's own
@@ -130,6 +134,7 @@ pub struct EncodedRecord {
     spans: Vec<(usize, usize)>,
     checksum: u32,
     events: Arc<[Arc<Event>]>,
+    routing_marks: bool,
 }
 
 impl EncodedRecord {
@@ -144,6 +149,7 @@ impl EncodedRecord {
             record,
             spans,
             checksum,
+            routing_marks: events.iter().any(Event::has_routing_marks),
             events: events.into_iter().map(Arc::new).collect(),
         }
     }
@@ -425,6 +431,7 @@ impl IngestLog {
             spans,
             checksum,
             events,
+            routing_marks,
         } = encoded;
         let payload = &record[HEADER_BYTES..];
         let appended_at_ms = chrono::Utc::now().timestamp_millis();
@@ -472,6 +479,7 @@ impl IngestLog {
                 bytes,
                 events,
                 json,
+                routing_marks,
             });
             (seq, evicted)
         };
@@ -1124,6 +1132,7 @@ impl IngestLog {
                             seq: header.seq,
                             appended_at_ms: header.appended_at_ms,
                             bytes: header.length as usize,
+                            routing_marks: events.iter().any(|event| event.has_routing_marks()),
                             events,
                             json,
                         })
@@ -1374,6 +1383,37 @@ mod tests {
         let json: Vec<Vec<u8>> = read[0].json.iter().map(|b| b.to_vec()).collect();
         assert_eq!(json, expected);
         assert_eq!(read[0].events.len(), 3);
+    }
+
+    #[test]
+    fn records_note_whether_any_event_has_routing_marks_from_cache_and_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let marked = |key: &str, value: serde_json::Value| {
+            let mut marked = event("marked");
+            marked.context.insert(key.into(), value);
+            marked
+        };
+        let batches = [
+            vec![event("a"), event("b")],
+            vec![
+                event("c"),
+                marked("quarantine", serde_json::json!({"sink": "q"})),
+            ],
+            vec![marked("synthetic", serde_json::json!(true))],
+            vec![marked("locale", serde_json::json!("de"))],
+        ];
+        let expected = vec![false, true, true, false];
+        let marks =
+            |records: &[Record]| records.iter().map(|r| r.routing_marks).collect::<Vec<_>>();
+        {
+            let log = IngestLog::open(disk_options(dir.path())).unwrap();
+            for batch in &batches {
+                log.append(batch.clone()).unwrap();
+            }
+            assert_eq!(marks(&log.read(0, 10).unwrap()), expected);
+        }
+        let log = IngestLog::open(disk_options(dir.path())).unwrap();
+        assert_eq!(marks(&log.read(0, 10).unwrap()), expected);
     }
 
     #[test]
