@@ -162,14 +162,20 @@ pub fn decode_scanned_body(
         .iter()
         .map(|raw| decode_message(raw, max_event_bytes).map(|m| Message::Segment(Box::new(m))))
         .collect();
-    let longest_segment_message = envelope.batch.iter().map(|raw| raw.get().len()).max();
     Ok(DecodedBody {
         write_key: envelope.write_key,
         batch_sent_at,
         batch_context: envelope.context,
         messages,
         trust_ip_property: false,
-        longest_segment_message: Some(longest_segment_message.unwrap_or(0)),
+        longest_segment_message: Some(
+            envelope
+                .batch
+                .iter()
+                .map(|raw| raw.get().len())
+                .max()
+                .unwrap_or(0),
+        ),
     })
 }
 

@@ -637,8 +637,7 @@ impl Runner {
                     self.set_stalled(false);
                     SinkStats::add(&self.parts.stats.delivered, size);
                     let by = self.parts.rollout.get().by;
-                    self.report_delta
-                        .delivered(&self.parts.rollout_seed, by, &batch);
+                    self.report_delta.delivered(&self.buckets, by, &batch);
                     if let Some(oldest) = batch.iter().map(|e| e.received_at).min() {
                         let lag =
                             (chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0;

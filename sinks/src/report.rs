@@ -123,9 +123,13 @@ impl ReportDelta {
         }
     }
 
-    /// Counts a delivered batch, binned by each event's rollout bucket.
-    pub fn delivered(&mut self, seed: &str, by: RolloutKey, batch: &[std::sync::Arc<Event>]) {
-        let buckets = SeededBuckets::new(seed);
+    /// Counts a delivered batch, binned by each event's rollout bucket under the sink's seed.
+    pub fn delivered(
+        &mut self,
+        buckets: &SeededBuckets,
+        by: RolloutKey,
+        batch: &[std::sync::Arc<Event>],
+    ) {
         for event in batch {
             let bin = (buckets.bucket(rollout_key(event, by)) / 100) as usize;
             let hour = self.hour(event);
@@ -263,7 +267,7 @@ mod tests {
         let batch: Vec<Arc<Event>> = (0..2000)
             .map(|i| event(&format!("user-{i}"), "2024-05-01T10:15:00Z"))
             .collect();
-        delta.delivered("switchyard", RolloutKey::User, &batch);
+        delta.delivered(&SeededBuckets::new("switchyard"), RolloutKey::User, &batch);
         delta.count(&batch[0], Outcome::DroppedConsent);
         delta.given_up(&[event("late", "2024-05-01T11:01:00Z")], true);
         report.merge(&mut delta);
