@@ -513,15 +513,17 @@ async fn ingest(
         Duration::from_secs(server.body_read_timeout_secs),
     )
     .await?;
-    // One evicted record freed on this thread just before the decoding allocates as much.
-    app.log.free_one_retired();
     let encoding = parts
         .headers
         .get(CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok());
-    let body = crate::body::decode_content(raw, encoding, server.max_decompressed_bytes)?;
-    let shape = check_nesting(&body, &runtime.config.limits)?;
-    let decoded = decode_scanned_body(&body, &shape, implied_type, server.max_event_bytes)?;
+    // One evicted record freed on this thread while the decoding allocates as much: an event of it
+    // per decoded message (see crate::freeing).
+    let decoded = crate::freeing::while_freeing(app.log.take_one_retired(), || {
+        let body = crate::body::decode_content(raw, encoding, server.max_decompressed_bytes)?;
+        let shape = check_nesting(&body, &runtime.config.limits)?;
+        decode_scanned_body(&body, &shape, implied_type, server.max_event_bytes)
+    })?;
 
     let key = basic_auth_key(&parts.headers).or_else(|| decoded.write_key.clone());
     let Some(source) = runtime.authenticate(key.as_deref()) else {

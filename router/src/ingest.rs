@@ -8,6 +8,7 @@ use switchyard_schemas::posthog::{normalize_capture_event, CaptureDefaults};
 use switchyard_schemas::segment::{BatchEnvelope, InboundMessage, MessageDefaults, NormalizeError};
 use switchyard_schemas::{normalize_message, Event, EventType, JsonMap};
 
+use crate::freeing::{free_one_pending, FreeingOne};
 use crate::http::ApiError;
 use crate::limits::BodyShape;
 
@@ -160,7 +161,11 @@ pub fn decode_scanned_body(
     let messages = envelope
         .batch
         .iter()
-        .map(|raw| decode_message(raw, max_event_bytes).map(|m| Message::Segment(Box::new(m))))
+        .map(|raw| {
+            let message = decode_message(raw, max_event_bytes);
+            free_one_pending();
+            message.map(|m| Message::Segment(Box::new(m)))
+        })
         .collect();
     Ok(DecodedBody {
         write_key: envelope.write_key,
@@ -200,7 +205,8 @@ fn decode_valid_batch(
     let text = std::str::from_utf8(body).ok()?;
     // Each message decoded straight into its box: the batch's vector then grows by pointers, not by
     // copies of whole messages, and no message is moved again to be boxed.
-    let envelope: BatchEnvelope<Box<InboundMessage>> = serde_json::from_str(text).ok()?;
+    let envelope: BatchEnvelope<FreeingOne<Box<InboundMessage>>> =
+        serde_json::from_str(text).ok()?;
     if envelope.batch.len() != elements.len() {
         return None;
     }
@@ -212,7 +218,7 @@ fn decode_valid_batch(
         messages: envelope
             .batch
             .into_iter()
-            .map(|message| Ok(Message::Segment(message)))
+            .map(|message| Ok(Message::Segment(message.0)))
             .collect(),
         trust_ip_property: false,
         longest_segment_message: Some(elements.iter().map(|span| span.len()).max().unwrap_or(0)),

@@ -13,6 +13,7 @@ pub mod dedupe;
 pub mod demo;
 pub mod dry_run;
 pub mod engine;
+pub mod freeing;
 pub mod http;
 pub mod ingest;
 pub mod kpis;

@@ -641,15 +641,20 @@ impl IngestLog {
         self.free(overflow);
     }
 
-    /// Frees the oldest evicted record on the calling thread. Ingest calls it once per request,
-    /// before decoding its body: the thread that allocates a request's events then frees about as
-    /// many, and jemalloc's thread cache hands part of the freed memory straight to the decoding.
-    /// Freed on a thread of their own, every object went through a flush of that thread's cache to
-    /// the arenas and a refill of the decoding thread's (BENCHMARKS.md, eighth pass: freeing 5,250 ->
-    /// 3,195 instructions per event).
+    /// Frees the oldest evicted record on the calling thread. Ingest calls it (or
+    /// [`IngestLog::take_one_retired`]) once per request, before decoding its body: the thread that
+    /// allocates a request's events then frees about as many, and jemalloc's thread cache hands part
+    /// of the freed memory straight to the decoding. Freed on a thread of their own, every object
+    /// went through a flush of that thread's cache to the arenas and a refill of the decoding
+    /// thread's (BENCHMARKS.md, eighth pass: freeing 5,250 -> 3,195 instructions per event).
     pub fn free_one_retired(&self) {
-        let record = lock(&self.retired).pop_front();
-        drop(record);
+        drop(self.take_one_retired());
+    }
+
+    /// The oldest evicted record, for the caller to free (the Segment endpoints free its events one
+    /// per decoded message: `switchyard_router::freeing`).
+    pub fn take_one_retired(&self) -> Option<Record> {
+        lock(&self.retired).pop_front()
     }
 
     /// Hands evicted records to the freeing thread (or frees them here if it is gone or behind).
