@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
 use switchyard_sanitizers::{SanitizeReport, Verdict};
 use switchyard_schemas::EventType;
-use switchyard_sinks::log::LogError;
+use switchyard_sinks::log::{AppendNow, LogError};
 use tokio::net::TcpListener;
 
 use crate::app::{App, SourceCounters};
@@ -560,17 +560,24 @@ pub(crate) fn check_nesting(
     Ok(scanned)
 }
 
-/// Appends events to the ingest log off the async threads, and words a failure for the client:
-/// a full log is a 503 with Retry-After, anything else a 503 (and an error log line).
+/// Appends events to the ingest log, and words a failure for the client: a full log is a 503 with
+/// Retry-After, anything else a 503 (and an error log line).
 pub(crate) async fn append_to_log(
     app: &App,
     events: Vec<switchyard_schemas::Event>,
 ) -> Result<u64, ApiError> {
-    let log = app.log.clone();
-    // Encoded here, where the events were just built (cache-hot); only the write, which may block
-    // on the disk, goes to the blocking pool.
+    // Encoded here, where the events were just built (cache-hot). The write is made here too when
+    // it cannot wait (a copy into the page cache); one that might (a new segment file, a full log,
+    // a busy writer, a disk that was just slow) goes to the blocking pool.
     let encoded = switchyard_sinks::log::EncodedRecord::new(events);
-    match tokio::task::spawn_blocking(move || log.append_encoded(encoded)).await {
+    let appended = match app.log.try_append_now(encoded) {
+        AppendNow::Done(appended) => Ok(appended),
+        AppendNow::Deferred(encoded) => {
+            let log = app.log.clone();
+            tokio::task::spawn_blocking(move || log.append_encoded(encoded)).await
+        }
+    };
+    match appended {
         Ok(Ok(seq)) => Ok(seq),
         Ok(Err(LogError::Full { .. })) => {
             let mut error = ApiError::new(

@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -138,6 +139,11 @@ pub struct EncodedRecord {
 }
 
 impl EncodedRecord {
+    /// The record's size in the log, without its header.
+    pub fn payload_bytes(&self) -> usize {
+        self.record.len() - HEADER_BYTES
+    }
+
     pub fn new(events: Vec<Event>) -> EncodedRecord {
         // The payload is encoded straight after room for the header, into a buffer sized for a
         // typical event, so the record is written without copying or regrowing it.
@@ -242,6 +248,14 @@ pub struct IngestLog {
     /// Each cursor file's last write and whether the cursor moved since (see
     /// `CURSOR_WRITE_INTERVAL`). Files are written under this lock with the cursor as it is then.
     cursor_files: Mutex<HashMap<String, CursorFile>>,
+    /// When the log was opened: the clock of `append_now_paused_until_ms`.
+    opened: Instant,
+    /// Milliseconds after `opened` until which [`IngestLog::try_append_now`] defers every append
+    /// (set when one of its appends was slow).
+    append_now_paused_until_ms: AtomicU64,
+    /// An append on the caller's thread slower than this pauses such appends ([`SLOW_APPEND_NOW`];
+    /// a field so that tests can make every append count as slow).
+    slow_append_now: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -257,6 +271,27 @@ struct CursorFile {
 /// The background sync frees what is left; without one (memory durability, `fsync_interval_ms = 0`)
 /// they wait for the next requests, at most this many while ingest is idle.
 const RETIRED_AT_MOST: usize = 32;
+
+/// An append made on the caller's thread ([`IngestLog::try_append_now`]) that took longer than this
+/// (the kernel throttling writes to the page cache, or a slow disk) sends the appends of the next
+/// [`APPEND_NOW_PAUSE`] to the blocking pool. A normal append of a request's events is a copy of
+/// ~100 KB into the page cache: tens of microseconds; but on a busy machine the thread may also lose
+/// its CPU for a scheduler slice in the middle of one (4 ms was seen every few seconds on two
+/// cores at half load), which is no reason to pause. Throttled writes wait tens to hundreds of ms.
+const SLOW_APPEND_NOW: Duration = Duration::from_millis(20);
+
+/// See [`SLOW_APPEND_NOW`].
+const APPEND_NOW_PAUSE: Duration = Duration::from_secs(10);
+
+/// What [`IngestLog::try_append_now`] did with a record.
+pub enum AppendNow {
+    /// Appended (or failed) on the calling thread.
+    Done(Result<u64, LogError>),
+    /// Not tried, as it might have waited: for the writer, for a new segment's file, for room
+    /// (the log near full), or for a disk that was slow a moment ago. Append it with
+    /// [`IngestLog::append_encoded`] off the async threads.
+    Deferred(EncodedRecord),
+}
 
 /// Evictions waiting for the freeing thread before appends free their evictions themselves: bounds
 /// the memory waiting to be freed if that thread falls behind.
@@ -381,6 +416,9 @@ impl IngestLog {
             freer: spawn_freer(),
             retired: Mutex::new(VecDeque::new()),
             cursor_files: Mutex::new(HashMap::new()),
+            opened: Instant::now(),
+            append_now_paused_until_ms: AtomicU64::new(0),
+            slow_append_now: SLOW_APPEND_NOW,
         }))
     }
 
@@ -426,6 +464,76 @@ impl IngestLog {
     /// Appends a record encoded by [`EncodedRecord::new`]: the write half of [`IngestLog::append`],
     /// which may block on the disk.
     pub fn append_encoded(&self, encoded: EncodedRecord) -> Result<u64, LogError> {
+        let payload_bytes = encoded.payload_bytes() as u64;
+        let used = self.used_bytes();
+        if used + payload_bytes > self.options.max_bytes {
+            self.collect_garbage()?;
+            // Full policy: shadow sinks lose their oldest records (counted) before live ingest blocks.
+            if self.used_bytes() + payload_bytes > self.options.max_bytes
+                && self.release_droppable()?
+            {
+                self.collect_garbage()?;
+            }
+            let used = self.used_bytes();
+            if used + payload_bytes > self.options.max_bytes {
+                return Err(LogError::Full {
+                    used,
+                    limit: self.options.max_bytes,
+                });
+            }
+        }
+        self.append_locked(lock(&self.writer), encoded)
+    }
+
+    /// Appends `encoded` right here when that cannot wait for long, and hands it back otherwise
+    /// (see [`AppendNow::Deferred`]). Ingest calls it on its async thread: handing every append to
+    /// the blocking pool cost a thread wake-up and a switch each way per request, ~12% of the
+    /// server's CPU at half load, and more latency than the copy into the page cache itself.
+    pub fn try_append_now(&self, encoded: EncodedRecord) -> AppendNow {
+        let paused = self.append_now_paused_until_ms.load(Ordering::Relaxed)
+            > self.opened.elapsed().as_millis() as u64;
+        // With `fsync_interval` zero every append waits for the disk.
+        let flushes_each = self.options.dir.is_some() && self.options.fsync_interval.is_zero();
+        if paused || flushes_each {
+            return AppendNow::Deferred(encoded);
+        }
+        let writer = match self.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return AppendNow::Deferred(encoded),
+        };
+        let (used, opens_segment) = if self.options.dir.is_some() {
+            let used = writer.segments.iter().map(|segment| segment.bytes).sum();
+            (used, self.needs_new_segment(&writer))
+        } else {
+            (*lock(&self.cache_bytes) as u64, false)
+        };
+        if opens_segment || used + encoded.payload_bytes() as u64 > self.options.max_bytes {
+            return AppendNow::Deferred(encoded);
+        }
+        let started = Instant::now();
+        let appended = self.append_locked(writer, encoded);
+        let took = started.elapsed();
+        if took > self.slow_append_now {
+            let until = self.opened.elapsed() + APPEND_NOW_PAUSE;
+            self.append_now_paused_until_ms
+                .store(until.as_millis() as u64, Ordering::Relaxed);
+            tracing::info!(
+                took_ms = took.as_millis() as u64,
+                pause_secs = APPEND_NOW_PAUSE.as_secs(),
+                "slow ingest log append; appending off the async threads for a while"
+            );
+        }
+        AppendNow::Done(appended)
+    }
+
+    /// The append proper, under the writer lock `writer` (released before the evicted records are
+    /// retired).
+    fn append_locked(
+        &self,
+        mut writer: MutexGuard<'_, Writer>,
+        encoded: EncodedRecord,
+    ) -> Result<u64, LogError> {
         let EncodedRecord {
             mut record,
             spans,
@@ -433,56 +541,35 @@ impl IngestLog {
             events,
             routing_marks,
         } = encoded;
-        let payload = &record[HEADER_BYTES..];
         let appended_at_ms = chrono::Utc::now().timestamp_millis();
-        let used = self.used_bytes();
-        if used + payload.len() as u64 > self.options.max_bytes {
-            self.collect_garbage()?;
-            // Full policy: shadow sinks lose their oldest records (counted) before live ingest blocks.
-            if self.used_bytes() + payload.len() as u64 > self.options.max_bytes
-                && self.release_droppable()?
-            {
-                self.collect_garbage()?;
-            }
-            let used = self.used_bytes();
-            if used + payload.len() as u64 > self.options.max_bytes {
-                return Err(LogError::Full {
-                    used,
-                    limit: self.options.max_bytes,
-                });
-            }
-        }
-        let bytes = payload.len();
-        let (seq, evicted) = {
-            let mut writer = lock(&self.writer);
-            let seq = writer.next_seq;
-            if let Some(dir) = self.options.dir.clone() {
-                self.write_record(
-                    &mut writer,
-                    &dir,
-                    seq,
-                    appended_at_ms,
-                    checksum,
-                    &mut record,
-                )?;
-            }
-            writer.next_seq += 1;
-            let record = Bytes::from(std::mem::take(&mut record));
-            let json: Arc<[Bytes]> = spans
-                .into_iter()
-                .map(|(start, end)| record.slice(start..end))
-                .collect();
-            // Cache under the writer lock so the cache stays in sequence order.
-            let evicted = self.cache_record(Record {
+        let bytes = record.len() - HEADER_BYTES;
+        let seq = writer.next_seq;
+        if let Some(dir) = self.options.dir.clone() {
+            self.write_record(
+                &mut writer,
+                &dir,
                 seq,
                 appended_at_ms,
-                bytes,
-                events,
-                json,
-                routing_marks,
-            });
-            (seq, evicted)
-        };
+                checksum,
+                &mut record,
+            )?;
+        }
+        writer.next_seq += 1;
+        let record = Bytes::from(std::mem::take(&mut record));
+        let json: Arc<[Bytes]> = spans
+            .into_iter()
+            .map(|(start, end)| record.slice(start..end))
+            .collect();
+        // Cache under the writer lock so the cache stays in sequence order.
+        let evicted = self.cache_record(Record {
+            seq,
+            appended_at_ms,
+            bytes,
+            events,
+            json,
+            routing_marks,
+        });
+        drop(writer);
         self.retire(evicted);
         // Appends finish in any order once the writer lock is released: the head only moves forward,
         // or a sink could look caught up (lag 0, a drain finished) with records still after it.
@@ -496,6 +583,14 @@ impl IngestLog {
         Ok(seq)
     }
 
+    /// Whether the next record opens a segment file (the first, or past `segment_bytes`).
+    fn needs_new_segment(&self, writer: &Writer) -> bool {
+        match writer.segments.last() {
+            None => true,
+            Some(last) => writer.active.is_none() || last.bytes >= self.options.segment_bytes,
+        }
+    }
+
     fn write_record(
         &self,
         writer: &mut Writer,
@@ -505,11 +600,7 @@ impl IngestLog {
         checksum: u32,
         record: &mut [u8],
     ) -> Result<(), LogError> {
-        let needs_new_segment = match writer.segments.last() {
-            None => true,
-            Some(last) => writer.active.is_none() || last.bytes >= self.options.segment_bytes,
-        };
-        if needs_new_segment {
+        if self.needs_new_segment(writer) {
             if let Some(active) = writer.active.take() {
                 // The closed segment is flushed by the next sync, outside the writer lock: an fsync
                 // of up to a second of writes here stalled every append for tens of milliseconds.
@@ -1419,6 +1510,101 @@ mod tests {
         }
         let log = IngestLog::open(disk_options(dir.path())).unwrap();
         assert_eq!(marks(&log.read(0, 10).unwrap()), expected);
+    }
+
+    /// Tries [`IngestLog::try_append_now`]; a deferred record is appended the other way, so the
+    /// log goes on in step. Whether it was appended at once.
+    fn appended_now(log: &IngestLog, id: &str) -> bool {
+        match log.try_append_now(EncodedRecord::new(vec![event(id)])) {
+            AppendNow::Done(appended) => {
+                appended.unwrap();
+                true
+            }
+            AppendNow::Deferred(encoded) => {
+                log.append_encoded(encoded).unwrap();
+                false
+            }
+        }
+    }
+
+    #[test]
+    fn appends_are_made_on_the_callers_thread_only_when_nothing_in_them_can_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = IngestLog::open(disk_options(dir.path())).unwrap();
+        // The first append opens the first segment's file.
+        assert!(!appended_now(&log, "m0"));
+        assert!(appended_now(&log, "m1"));
+        // A busy writer is not waited for.
+        {
+            let _writer = lock(&log.writer);
+            match log.try_append_now(EncodedRecord::new(vec![event("busy")])) {
+                AppendNow::Deferred(_) => {}
+                AppendNow::Done(_) => panic!("appended while the writer was held"),
+            }
+        }
+        // Exactly the appends that open a segment (the last one being full) are deferred.
+        let segments = || log.writer.lock().unwrap().segments.len();
+        for i in 2..40 {
+            let before = segments();
+            let at_once = appended_now(&log, &format!("m{i}"));
+            assert_eq!(at_once, segments() == before, "append m{i}");
+        }
+        assert!(segments() > 2);
+        // Every record is there, in order, whichever way it went (and again after a restart).
+        let expected: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+        assert_eq!(ids(&log.read(0, 100).unwrap()), expected);
+        drop(log);
+        let log = IngestLog::open(disk_options(dir.path())).unwrap();
+        assert_eq!(ids(&log.read(0, 100).unwrap()), expected);
+    }
+
+    #[test]
+    fn a_slow_append_sends_the_next_ones_off_the_callers_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = IngestLog::open(disk_options(dir.path())).unwrap();
+        assert!(!appended_now(&log, "opens the segment"));
+        assert!(appended_now(&log, "fast"));
+        Arc::get_mut(&mut log).unwrap().slow_append_now = Duration::ZERO;
+        assert!(appended_now(&log, "slow"));
+        assert!(!appended_now(&log, "paused"));
+        assert!(!appended_now(&log, "still paused"));
+    }
+
+    #[test]
+    fn appends_that_would_wait_for_the_disk_or_for_room_are_deferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let flushing = IngestLog::open(LogOptions {
+            fsync_interval: Duration::ZERO,
+            ..disk_options(dir.path())
+        })
+        .unwrap();
+        assert!(!appended_now(&flushing, "a"));
+        assert!(!appended_now(&flushing, "b"));
+        drop(flushing);
+        // Near the size limit the append may have to collect garbage or refuse: deferred, so
+        // `append_encoded` decides.
+        let dir = tempfile::tempdir().unwrap();
+        let one_event = EncodedRecord::new(vec![event("a")]).payload_bytes() as u64;
+        let log = IngestLog::open(LogOptions {
+            max_bytes: one_event * 2,
+            segment_bytes: 1 << 20,
+            ..disk_options(dir.path())
+        })
+        .unwrap();
+        assert!(!appended_now(&log, "a"));
+        match log.try_append_now(EncodedRecord::new(vec![event("b"), event("c")])) {
+            AppendNow::Deferred(encoded) => {
+                assert!(matches!(
+                    log.append_encoded(encoded),
+                    Err(LogError::Full { .. })
+                ));
+            }
+            AppendNow::Done(_) => panic!("appended past the limit"),
+        }
+        // In memory there is no disk to wait for.
+        let memory = IngestLog::open(LogOptions::default()).unwrap();
+        assert!(appended_now(&memory, "a"));
+        assert_eq!(ids(&memory.read(0, 10).unwrap()), vec!["a".to_string()]);
     }
 
     #[test]
