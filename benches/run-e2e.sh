@@ -12,7 +12,8 @@
 #          whose endpoint answers after 250 ms: it lags ever further, memory must stay flat), all
 #   default cases: disk memory latency
 #   --quick: 10 s runs (soak 60 s) for a smoke check; the headline figure is 60 s (the default).
-#   --rate: the latency case's rate (default half the disk case's max); also caps the soak's.
+#   --rate: the latency case's rate (default half the disk case's max); also caps the soak's and
+#   the clickhouse case's (flat out without it).
 #   --no-build: use the binaries in target/release; SWITCHYARD_BIN=path runs another switchyard build.
 #   Environment: EXTRA (TOML appended after the file sink's section), TMPDIR (where data goes),
 #   CACHE_MB (delivery.cache_mb of the file sink cases, default 128 as the server's),
@@ -235,7 +236,8 @@ TOML
     echo "== case clickhouse: ClickHouse $(curl -s "http://127.0.0.1:$http_port/?query=SELECT%20version()") + PostHog + Statsig (switchyard-acceptor), durability disk, --duration $DURATION --concurrency $CONCURRENCY"
     load_note
     "$LOADGEN" --url "http://127.0.0.1:$port" --pid "$SERVER_PID" --batch "$BATCH" \
-        --json "$WORK/clickhouse.json" --duration "$DURATION" --concurrency "$CONCURRENCY"
+        --json "$WORK/clickhouse.json" --duration "$DURATION" --concurrency "$CONCURRENCY" \
+        ${RATE:+--rate "$RATE"}
     echo "CPU of the other processes during the run (same two cores): ClickHouse server $(python3 -c "print(round($(cpu_seconds "$ch_pid") - $ch_cpu_before, 1))") CPU-s, switchyard-acceptor $(python3 -c "print(round($(cpu_seconds "$FAKES_PID") - $fakes_cpu_before, 1))") CPU-s"
     stop_server
     if grep -q -E "ERROR|panicked" "$dir/stderr.log"; then
