@@ -330,6 +330,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Bytes of every segment on disk (the writer's view).
+fn segments_bytes(writer: &Writer) -> u64 {
+    writer.segments.iter().map(|segment| segment.bytes).sum()
+}
+
 fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}.seg")
 }
@@ -445,11 +450,7 @@ impl IngestLog {
     /// Bytes the log holds now (segments on disk, or records in memory).
     pub fn used_bytes(&self) -> u64 {
         if self.options.dir.is_some() {
-            lock(&self.writer)
-                .segments
-                .iter()
-                .map(|segment| segment.bytes)
-                .sum()
+            segments_bytes(&lock(&self.writer))
         } else {
             *lock(&self.cache_bytes) as u64
         }
@@ -503,8 +504,7 @@ impl IngestLog {
             Err(TryLockError::WouldBlock) => return AppendNow::Deferred(encoded),
         };
         let (used, opens_segment) = if self.options.dir.is_some() {
-            let used = writer.segments.iter().map(|segment| segment.bytes).sum();
-            (used, self.needs_new_segment(&writer))
+            (segments_bytes(&writer), self.needs_new_segment(&writer))
         } else {
             (*lock(&self.cache_bytes) as u64, false)
         };
@@ -534,6 +534,7 @@ impl IngestLog {
         mut writer: MutexGuard<'_, Writer>,
         encoded: EncodedRecord,
     ) -> Result<u64, LogError> {
+        let bytes = encoded.payload_bytes();
         let EncodedRecord {
             mut record,
             spans,
@@ -542,7 +543,6 @@ impl IngestLog {
             routing_marks,
         } = encoded;
         let appended_at_ms = chrono::Utc::now().timestamp_millis();
-        let bytes = record.len() - HEADER_BYTES;
         let seq = writer.next_seq;
         if let Some(dir) = self.options.dir.clone() {
             self.write_record(
