@@ -69,6 +69,10 @@ struct Args {
     /// Print a progress line every this many seconds (0: none).
     #[arg(long, default_value_t = 10.0)]
     report_every: f64,
+    /// Print each request slower than this many milliseconds to stderr with its scheduled time
+    /// since the start, to find what a latency tail lines up with (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    trace_slow_ms: f64,
     /// Corpus seed (the same seed sends the same events, with fresh message ids).
     #[arg(long, default_value_t = corpus::DEFAULT_SEED)]
     seed: u64,
@@ -198,6 +202,8 @@ struct Worker {
     start: Instant,
     batch: usize,
     concurrency: usize,
+    /// Requests slower than this are printed (see `--trace-slow-ms`).
+    trace_slow_micros: Option<u64>,
 }
 
 impl Worker {
@@ -268,6 +274,16 @@ impl Worker {
                 Ok((status, answer)) => {
                     let micros = scheduled.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
                     histogram.saturating_record(micros.max(1));
+                    if self.trace_slow_micros.is_some_and(|slow| micros > slow) {
+                        eprintln!(
+                            "slow request: scheduled at {:.3} s, {:.2} ms, connection {}",
+                            scheduled
+                                .saturating_duration_since(self.start)
+                                .as_secs_f64(),
+                            micros as f64 / 1000.0,
+                            self.index
+                        );
+                    }
                     if status == 200 {
                         let accepted = serde_json::from_slice::<Value>(&answer)
                             .ok()
@@ -557,6 +573,8 @@ async fn run(args: Args, target: Arc<Target>) -> ExitCode {
             start,
             batch: args.batch,
             concurrency: args.concurrency,
+            trace_slow_micros: (args.trace_slow_ms > 0.0)
+                .then_some((args.trace_slow_ms * 1000.0) as u64),
         };
         workers.push(tokio::spawn(worker.run()));
     }
