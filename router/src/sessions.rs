@@ -433,6 +433,8 @@ pub struct Sessions {
     path: PathBuf,
     pending: Mutex<Vec<Event>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Held across a save: saves run one at a time (they share the temporary file).
+    persisting: Mutex<()>,
 }
 
 impl Sessions {
@@ -466,6 +468,7 @@ impl Sessions {
             path,
             pending: Mutex::new(Vec::new()),
             task: Mutex::new(None),
+            persisting: Mutex::new(()),
         }
     }
 
@@ -523,6 +526,7 @@ impl Sessions {
 
     /// Writes the open sessions to `<data_dir>/sessions.json` (temp file + rename); returns how many.
     pub fn persist(&self) -> std::io::Result<usize> {
+        let _one_at_a_time = self.persisting.lock().unwrap_or_else(|p| p.into_inner());
         let sessions = self.tracker().open.clone();
         let count = sessions.len();
         let state = StateFile {
@@ -581,8 +585,13 @@ impl Sessions {
                 let interval = Duration::from_secs(config.persist_interval_secs.max(1));
                 if last_persist.elapsed() >= interval && app.sessions.has_state(config.enabled) {
                     last_persist = tokio::time::Instant::now();
-                    if let Err(error) = app.sessions.persist() {
-                        tracing::error!(%error, "cannot save the open sessions");
+                    // On the blocking pool: up to `max_sessions` to encode and a file's write and
+                    // rename, on a thread that also serves ingest requests.
+                    let saver = app.clone();
+                    match tokio::task::spawn_blocking(move || saver.sessions.persist()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(error)) => tracing::error!(%error, "cannot save the open sessions"),
+                        Err(error) => tracing::error!(%error, "saving the open sessions failed"),
                     }
                 }
             }

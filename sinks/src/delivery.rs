@@ -481,14 +481,23 @@ impl Runner {
         tracing::info!(sink = %name, "sink runner stopped");
     }
 
-    /// Merges the runner's counts into the shared report; persists at most every 10 s (or when asked).
+    /// Merges the runner's counts into the shared report; persists it every 10 s on the blocking
+    /// pool (a file's write and rename can wait tens of milliseconds for the filesystem's journal
+    /// while the disk is busy, and this thread also serves ingest requests), and here when asked.
     fn flush_report(&mut self, persist_now: bool) {
         self.parts.report.merge(&mut self.report_delta);
-        if persist_now || self.last_report_persist.elapsed() >= Duration::from_secs(10) {
-            self.last_report_persist = Instant::now();
-            if let Err(error) = self.parts.report.persist() {
-                tracing::error!(sink = %self.parts.name, %error, "cannot persist the reconciliation report");
+        let report = self.parts.report.clone();
+        let name = self.parts.name.clone();
+        let persist = move || {
+            if let Err(error) = report.persist() {
+                tracing::error!(sink = %name, %error, "cannot persist the reconciliation report");
             }
+        };
+        if persist_now {
+            persist();
+        } else if self.last_report_persist.elapsed() >= Duration::from_secs(10) {
+            self.last_report_persist = Instant::now();
+            tokio::task::spawn_blocking(persist);
         }
     }
 

@@ -246,8 +246,13 @@ pub struct IngestLog {
     /// Evicted records waiting for ingest requests to free them (see [`IngestLog::free_one_retired`]).
     retired: Mutex<VecDeque<Record>>,
     /// Each cursor file's last write and whether the cursor moved since (see
-    /// `CURSOR_WRITE_INTERVAL`). Files are written under this lock with the cursor as it is then.
+    /// `CURSOR_WRITE_INTERVAL`). Held only to read or note that, never across the file's I/O.
     cursor_files: Mutex<HashMap<String, CursorFile>>,
+    /// Held across every cursor file's write and removal (taken before `cursor_files` and
+    /// `cursors`, never after): each write puts down the cursor as it is when the write starts, so
+    /// one never puts back a value older than the write before it, and a removed reader's file is
+    /// not brought back.
+    cursor_io: Mutex<()>,
     /// When the log was opened: the clock of `append_now_paused_until_ms`.
     opened: Instant,
     /// Milliseconds after `opened` until which [`IngestLog::try_append_now`] defers every append
@@ -328,6 +333,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether appending `encoded` to the active segment asks the kernel for writeback (see
+/// [`crate::writeback`]).
+fn starts_writeback(writer: &Writer, encoded: &EncodedRecord) -> bool {
+    writer.segments.last().is_some_and(|segment| {
+        crate::writeback::crosses_writeback_mark(segment.bytes, encoded.record.len() as u64)
+    })
 }
 
 /// Bytes of every segment on disk (the writer's view).
@@ -421,6 +434,7 @@ impl IngestLog {
             freer: spawn_freer(),
             retired: Mutex::new(VecDeque::new()),
             cursor_files: Mutex::new(HashMap::new()),
+            cursor_io: Mutex::new(()),
             opened: Instant::now(),
             append_now_paused_until_ms: AtomicU64::new(0),
             slow_append_now: SLOW_APPEND_NOW,
@@ -503,12 +517,17 @@ impl IngestLog {
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => return AppendNow::Deferred(encoded),
         };
-        let (used, opens_segment) = if self.options.dir.is_some() {
-            (segments_bytes(&writer), self.needs_new_segment(&writer))
+        // Opening a segment file and asking for writeback (`sync_file_range`, which blocks while
+        // the device's queue is full: 10-40 ms seen under load) can both wait for the disk.
+        let (used, waits_for_disk) = if self.options.dir.is_some() {
+            (
+                segments_bytes(&writer),
+                self.needs_new_segment(&writer) || starts_writeback(&writer, &encoded),
+            )
         } else {
             (*lock(&self.cache_bytes) as u64, false)
         };
-        if opens_segment || used + encoded.payload_bytes() as u64 > self.options.max_bytes {
+        if waits_for_disk || used + encoded.payload_bytes() as u64 > self.options.max_bytes {
             return AppendNow::Deferred(encoded);
         }
         let started = Instant::now();
@@ -827,9 +846,10 @@ impl IngestLog {
 
     /// Removes a reader (a sink removed from the config): its cursor no longer holds records.
     pub fn remove_consumer(&self, name: &str) -> Result<(), LogError> {
+        // A cursor write in progress finishes first; none after this one brings the file back.
+        let _io = lock(&self.cursor_io);
         lock(&self.cursors).remove(name);
         lock(&self.stalled).remove(name);
-        // A cursor not written yet must not bring the file back.
         lock(&self.cursor_files).remove(name);
         if let Some(dir) = &self.options.dir {
             let path = dir.join("cursors").join(name);
@@ -847,8 +867,12 @@ impl IngestLog {
         Ok(())
     }
 
-    /// Records that `name` has delivered everything before `next_seq`.
-    pub fn commit(&self, name: &str, next_seq: u64) -> Result<(), LogError> {
+    /// Records that `name` has delivered everything before `next_seq`. The cursor moves at once;
+    /// its file is written at most every `CURSOR_WRITE_INTERVAL`, on tokio's blocking pool when
+    /// called within a runtime (a sink's runner: a `rename` waits for the filesystem's journal,
+    /// 5-40 ms under heavy writeback, and the runner shares its thread with ingest requests), and
+    /// on the calling thread otherwise.
+    pub fn commit(self: &Arc<Self>, name: &str, next_seq: u64) -> Result<(), LogError> {
         {
             let mut cursors = lock(&self.cursors);
             let cursor = cursors
@@ -859,11 +883,38 @@ impl IngestLog {
             }
             *cursor = next_seq;
         }
-        self.persist_cursor_soon(name)?;
         if self.options.dir.is_none() {
             self.trim_memory();
+        } else if self.cursor_write_due(name) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let log = self.clone();
+                    runtime.spawn_blocking(move || {
+                        if let Err(error) = log.flush_cursors() {
+                            tracing::error!(%error, "ingest log: cannot write a sink's cursor");
+                        }
+                    });
+                }
+                Err(_) => self.flush_cursors()?,
+            }
         }
         Ok(())
+    }
+
+    /// Notes that `name`'s cursor moved; true when its file is due for a write, which is then
+    /// counted as made now (so the commits before it is made do not ask again).
+    fn cursor_write_due(&self, name: &str) -> bool {
+        let mut files = lock(&self.cursor_files);
+        let file = files.entry(name.to_string()).or_default();
+        file.unwritten = true;
+        if file
+            .written_at
+            .is_some_and(|at| at.elapsed() < CURSOR_WRITE_INTERVAL)
+        {
+            return false;
+        }
+        file.written_at = Some(Instant::now());
+        true
     }
 
     /// Moves a reader's cursor back (replay) or anywhere within the retained records.
@@ -888,56 +939,55 @@ impl IngestLog {
 
     /// Writes a reader's cursor file now.
     fn persist_cursor(&self, name: &str) -> Result<(), LogError> {
-        self.persist_cursor_unless_written_within(name, Duration::ZERO)
-    }
-
-    /// Writes a reader's cursor file if it was not written within `CURSOR_WRITE_INTERVAL`;
-    /// otherwise leaves it to the next call, the next sync or shutdown.
-    fn persist_cursor_soon(&self, name: &str) -> Result<(), LogError> {
-        self.persist_cursor_unless_written_within(name, CURSOR_WRITE_INTERVAL)
-    }
-
-    fn persist_cursor_unless_written_within(
-        &self,
-        name: &str,
-        interval: Duration,
-    ) -> Result<(), LogError> {
         if self.options.dir.is_none() {
             return Ok(());
         }
-        let mut files = lock(&self.cursor_files);
-        let file = files.entry(name.to_string()).or_default();
-        if file.written_at.is_some_and(|at| at.elapsed() < interval) {
-            file.unwritten = true;
-            return Ok(());
-        }
-        self.write_cursor(name, file)
+        let _io = lock(&self.cursor_io);
+        self.note_written(name);
+        self.write_current_cursor(name)
+            .inspect_err(|_| self.note_unwritten(name))
     }
 
     /// Writes every cursor that moved since its file was last written.
     pub fn flush_cursors(&self) -> Result<(), LogError> {
-        let mut files = lock(&self.cursor_files);
+        if self.options.dir.is_none() {
+            return Ok(());
+        }
+        let _io = lock(&self.cursor_io);
+        let moved: Vec<String> = lock(&self.cursor_files)
+            .iter()
+            .filter(|(_, file)| file.unwritten)
+            .map(|(name, _)| name.clone())
+            .collect();
         let mut result = Ok(());
-        for (name, file) in files.iter_mut() {
-            if file.unwritten {
-                result = result.and(self.write_cursor(name, file));
+        for name in moved {
+            self.note_written(&name);
+            if let Err(error) = self.write_current_cursor(&name) {
+                self.note_unwritten(&name);
+                result = result.and(Err(error));
             }
         }
         result
     }
 
-    /// Writes a reader's cursor file and notes it in `file` (its entry, under the `cursor_files`
-    /// lock); a failed write stays due for the next flush.
-    fn write_cursor(&self, name: &str, file: &mut CursorFile) -> Result<(), LogError> {
+    /// Notes a write of `name`'s cursor file, made now with the cursor as it is.
+    fn note_written(&self, name: &str) {
+        let mut files = lock(&self.cursor_files);
+        let file = files.entry(name.to_string()).or_default();
         file.written_at = Some(Instant::now());
-        let result = self.write_current_cursor(name);
-        file.unwritten = result.is_err();
-        result
+        file.unwritten = false;
     }
 
-    /// Writes the reader's cursor as it is now in memory. Called under the `cursor_files` lock
-    /// (taken before `cursors`, never the other way round): the value is read at the moment of
-    /// writing, so a write never puts back a value older than one another call already wrote.
+    /// A failed write stays due for the next flush (unless the reader was removed meanwhile).
+    fn note_unwritten(&self, name: &str) {
+        if let Some(file) = lock(&self.cursor_files).get_mut(name) {
+            file.unwritten = true;
+        }
+    }
+
+    /// Writes the reader's cursor as it is now in memory. Called under `cursor_io`: the value is
+    /// read at the moment of writing, so a write never puts back a value older than one another
+    /// call already wrote.
     fn write_current_cursor(&self, name: &str) -> Result<(), LogError> {
         let Some(next_seq) = lock(&self.cursors).get(name).copied() else {
             // Removed meanwhile: its file is gone and must stay gone.
@@ -1559,6 +1609,54 @@ mod tests {
     }
 
     #[test]
+    fn exactly_the_appends_that_ask_for_writeback_are_deferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = IngestLog::open(LogOptions {
+            segment_bytes: 64 << 20,
+            ..disk_options(dir.path())
+        })
+        .unwrap();
+        let large = |id: &str| {
+            let mut large = event(id);
+            large
+                .properties
+                .insert("blob".into(), "x".repeat(700 << 10).into());
+            EncodedRecord::new(vec![large])
+        };
+        let segment_bytes = || lock(&log.writer).segments.last().map_or(0, |s| s.bytes);
+        let mut deferred = Vec::new();
+        for i in 0..30 {
+            let before = segment_bytes();
+            let encoded = large(&format!("m{i}"));
+            let crosses =
+                crate::writeback::crosses_writeback_mark(before, encoded.record.len() as u64);
+            match log.try_append_now(encoded) {
+                AppendNow::Done(appended) => {
+                    appended.unwrap();
+                    assert!(
+                        !crosses && i > 0,
+                        "append m{i} asked for writeback on the caller's thread"
+                    );
+                }
+                AppendNow::Deferred(encoded) => {
+                    log.append_encoded(encoded).unwrap();
+                    assert!(crosses || i == 0, "append m{i} deferred for nothing");
+                    deferred.push(i);
+                }
+            }
+        }
+        // ~20 MiB: the segment's opening and the 8 and 16 MiB marks.
+        assert_eq!(deferred.len(), 3, "{deferred:?}");
+        let mut read = Vec::new();
+        while read.len() < 30 {
+            let records = log.read(read.len() as u64, 100).unwrap();
+            assert!(!records.is_empty());
+            read.extend(ids(&records));
+        }
+        assert_eq!(read, (0..30).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn a_slow_append_sends_the_next_ones_off_the_callers_thread() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = IngestLog::open(disk_options(dir.path())).unwrap();
@@ -1853,6 +1951,48 @@ mod tests {
         assert!(!file("b").exists());
         let log = IngestLog::open(disk_options(dir.path())).unwrap();
         assert_eq!(log.register_consumer("a").unwrap(), 8);
+    }
+
+    #[test]
+    fn a_commit_within_a_runtime_does_not_wait_for_the_cursor_file() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let on_disk = || std::fs::read_to_string(dir.path().join("cursors").join("a")).unwrap();
+        let log = IngestLog::open(disk_options(dir.path())).unwrap();
+        log.register_consumer("a").unwrap();
+        for i in 0..10 {
+            log.append(vec![event(&format!("m{i}"))]).unwrap();
+        }
+        // The last write was long enough ago: the next commit's write is due.
+        lock(&log.cursor_files).get_mut("a").unwrap().written_at = None;
+        // A write in progress (a rename waiting for the journal) holds the cursor files.
+        let in_progress = lock(&log.cursor_io);
+        let (done, committed) = std::sync::mpsc::channel();
+        let committer = {
+            let log = log.clone();
+            let runtime = runtime.handle().clone();
+            std::thread::spawn(move || {
+                let _within = runtime.enter();
+                log.commit("a", 5).unwrap();
+                done.send(()).unwrap();
+            })
+        };
+        assert!(
+            committed.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "the commit waited for the cursor file"
+        );
+        assert_eq!(log.cursor("a"), Some(5), "the cursor moved at once");
+        assert_eq!(on_disk(), "0");
+        drop(in_progress);
+        committer.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while on_disk() != "5" && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(on_disk(), "5", "the blocking pool wrote the file");
     }
 
     #[test]

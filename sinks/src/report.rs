@@ -163,6 +163,9 @@ pub struct SinkReport {
     path: Option<PathBuf>,
     hours: Mutex<BTreeMap<i64, HourCounts>>,
     retention_hours: i64,
+    /// Held across a persist: persists run one at a time (they share the temporary file), each
+    /// with the counters as they are when it starts, so the file never goes back to older ones.
+    persisting: Mutex<()>,
 }
 
 impl SinkReport {
@@ -178,6 +181,7 @@ impl SinkReport {
             path,
             hours: Mutex::new(hours),
             retention_hours: retention_hours.max(1) as i64,
+            persisting: Mutex::new(()),
         }
     }
 
@@ -208,6 +212,7 @@ impl SinkReport {
         let Some(path) = &self.path else {
             return Ok(());
         };
+        let _one_at_a_time = self.persisting.lock().unwrap_or_else(|p| p.into_inner());
         let bytes = {
             let hours = self.hours.lock().unwrap_or_else(|p| p.into_inner());
             serde_json::to_vec(&*hours)?
