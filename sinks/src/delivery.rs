@@ -486,6 +486,10 @@ impl Runner {
     /// while the disk is busy, and this thread also serves ingest requests), and here when asked.
     fn flush_report(&mut self, persist_now: bool) {
         self.parts.report.merge(&mut self.report_delta);
+        if !persist_now && self.last_report_persist.elapsed() < Duration::from_secs(10) {
+            return;
+        }
+        self.last_report_persist = Instant::now();
         let report = self.parts.report.clone();
         let name = self.parts.name.clone();
         let persist = move || {
@@ -495,8 +499,7 @@ impl Runner {
         };
         if persist_now {
             persist();
-        } else if self.last_report_persist.elapsed() >= Duration::from_secs(10) {
-            self.last_report_persist = Instant::now();
+        } else {
             tokio::task::spawn_blocking(persist);
         }
     }
