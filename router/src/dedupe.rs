@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 /// Ids per generation by default.
 pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
 
+/// Ids a generation's table is sized for at most up front (~75 MB): a larger `max_entries` grows its
+/// tables past this as they fill, rather than taking their whole size (or failing) at start.
+const PRESIZED_AT_MOST: usize = 4_000_000;
+
 /// Hashes a digest to itself: digests are SipHash outputs under per-process random keys already, so
 /// hashing them again (the std set's default) only costs time.
 #[derive(Default)]
@@ -88,7 +92,11 @@ impl Deduper {
         let max_entries = max_entries.max(1);
         // ~19 MB per generation at the default 1,000,000, which a set filling up reached anyway;
         // resident once traffic has touched its pages. A disabled de-duplicator needs none.
-        let sized = if window.is_zero() { 0 } else { max_entries };
+        let sized = if window.is_zero() {
+            0
+        } else {
+            max_entries.min(PRESIZED_AT_MOST)
+        };
         let generation = || DigestSet::with_capacity_and_hasher(sized, Default::default());
         Deduper {
             window,

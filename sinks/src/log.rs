@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -253,6 +253,10 @@ pub struct IngestLog {
     /// one never puts back a value older than the write before it, and a removed reader's file is
     /// not brought back.
     cursor_io: Mutex<()>,
+    /// A write of the due cursor files is on the blocking pool and has not started yet: commits
+    /// meanwhile leave theirs to it (a stalled disk then holds one pool thread per log, not one
+    /// per commit).
+    cursor_write_scheduled: AtomicBool,
     /// When the log was opened: the clock of `append_now_paused_until_ms`.
     opened: Instant,
     /// Milliseconds after `opened` until which [`IngestLog::try_append_now`] defers every append
@@ -435,6 +439,7 @@ impl IngestLog {
             retired: Mutex::new(VecDeque::new()),
             cursor_files: Mutex::new(HashMap::new()),
             cursor_io: Mutex::new(()),
+            cursor_write_scheduled: AtomicBool::new(false),
             opened: Instant::now(),
             append_now_paused_until_ms: AtomicU64::new(0),
             slow_append_now: SLOW_APPEND_NOW,
@@ -871,7 +876,8 @@ impl IngestLog {
     /// its file is written at most every `CURSOR_WRITE_INTERVAL`, on tokio's blocking pool when
     /// called within a runtime (a sink's runner: a `rename` waits for the filesystem's journal,
     /// 5-40 ms under heavy writeback, and the runner shares its thread with ingest requests), and
-    /// on the calling thread otherwise.
+    /// on the calling thread otherwise. A write writes every cursor then due. The error is that of
+    /// a write made here; one on the pool is logged there and stays due for the next write or sync.
     pub fn commit(self: &Arc<Self>, name: &str, next_seq: u64) -> Result<(), LogError> {
         {
             let mut cursors = lock(&self.cursors);
@@ -888,17 +894,27 @@ impl IngestLog {
         } else if self.cursor_write_due(name) {
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
-                    let log = self.clone();
-                    runtime.spawn_blocking(move || {
-                        if let Err(error) = log.flush_cursors() {
-                            tracing::error!(%error, "ingest log: cannot write a sink's cursor");
-                        }
-                    });
+                    if !self.cursor_write_scheduled.swap(true, Ordering::SeqCst) {
+                        let log = self.clone();
+                        runtime.spawn_blocking(move || {
+                            if let Err(error) = log.flush_scheduled_cursors() {
+                                tracing::error!(%error, "ingest log: cannot write a sink's cursor");
+                            }
+                        });
+                    }
                 }
                 Err(_) => self.flush_cursors()?,
             }
         }
         Ok(())
+    }
+
+    /// The scheduled write: once it holds `cursor_io` it takes every cursor then due, so a commit
+    /// after that point schedules the next one.
+    fn flush_scheduled_cursors(&self) -> Result<(), LogError> {
+        let io = lock(&self.cursor_io);
+        self.cursor_write_scheduled.store(false, Ordering::SeqCst);
+        self.flush_cursors_locked(io)
     }
 
     /// Notes that `name`'s cursor moved; true when its file is due for a write, which is then
@@ -953,7 +969,11 @@ impl IngestLog {
         if self.options.dir.is_none() {
             return Ok(());
         }
-        let _io = lock(&self.cursor_io);
+        self.flush_cursors_locked(lock(&self.cursor_io))
+    }
+
+    /// [`IngestLog::flush_cursors`] under `cursor_io`, held as `_io` throughout.
+    fn flush_cursors_locked(&self, _io: MutexGuard<'_, ()>) -> Result<(), LogError> {
         let moved: Vec<String> = lock(&self.cursor_files)
             .iter()
             .filter(|(_, file)| file.unwritten)
@@ -1611,11 +1631,13 @@ mod tests {
     #[test]
     fn exactly_the_appends_that_ask_for_writeback_are_deferred() {
         let dir = tempfile::tempdir().unwrap();
-        let log = IngestLog::open(LogOptions {
+        let mut log = IngestLog::open(LogOptions {
             segment_bytes: 64 << 20,
             ..disk_options(dir.path())
         })
         .unwrap();
+        // A busy test machine must not pause appends on the caller's thread (tested elsewhere).
+        Arc::get_mut(&mut log).unwrap().slow_append_now = Duration::MAX;
         let large = |id: &str| {
             let mut large = event(id);
             large
@@ -1939,13 +1961,13 @@ mod tests {
             assert_eq!(log.cursor("a"), Some(5), "the cursor itself moved at once");
             log.sync().unwrap();
             assert_eq!(on_disk(), "5", "a sync writes what waited");
-            log.commit("a", 8).unwrap();
-            assert_eq!(on_disk(), "5");
             // A removed reader's waiting cursor does not bring its file back.
             log.commit("b", 4).unwrap();
             log.commit("b", 7).unwrap();
             log.remove_consumer("b").unwrap();
             assert!(!file("b").exists());
+            log.commit("a", 8).unwrap();
+            assert_eq!(on_disk(), "5", "only the drop below can write 8");
         }
         assert_eq!(on_disk(), "8", "dropping the log writes what waited");
         assert!(!file("b").exists());
@@ -1986,13 +2008,25 @@ mod tests {
         );
         assert_eq!(log.cursor("a"), Some(5), "the cursor moved at once");
         assert_eq!(on_disk(), "0");
-        drop(in_progress);
         committer.join().unwrap();
+        // A further due commit while that write waits is left to it (no second pool thread).
+        assert!(log.cursor_write_scheduled.load(Ordering::SeqCst));
+        lock(&log.cursor_files).get_mut("a").unwrap().written_at = None;
+        {
+            let _within = runtime.enter();
+            log.commit("a", 6).unwrap();
+        }
+        drop(in_progress);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while on_disk() != "5" && Instant::now() < deadline {
+        while on_disk() != "6" && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(on_disk(), "5", "the blocking pool wrote the file");
+        assert_eq!(
+            on_disk(),
+            "6",
+            "the blocking pool's one write took both commits"
+        );
+        assert!(!log.cursor_write_scheduled.load(Ordering::SeqCst));
     }
 
     #[test]
