@@ -959,9 +959,7 @@ impl IngestLog {
             return Ok(());
         }
         let _io = lock(&self.cursor_io);
-        self.note_written(name);
-        self.write_current_cursor(name)
-            .inspect_err(|_| self.note_unwritten(name))
+        self.write_cursor(name)
     }
 
     /// Writes every cursor that moved since its file was last written.
@@ -981,13 +979,16 @@ impl IngestLog {
             .collect();
         let mut result = Ok(());
         for name in moved {
-            self.note_written(&name);
-            if let Err(error) = self.write_current_cursor(&name) {
-                self.note_unwritten(&name);
-                result = result.and(Err(error));
-            }
+            result = result.and(self.write_cursor(&name));
         }
         result
+    }
+
+    /// Writes `name`'s cursor file and notes it; a failed write stays due. Called under `cursor_io`.
+    fn write_cursor(&self, name: &str) -> Result<(), LogError> {
+        self.note_written(name);
+        self.write_current_cursor(name)
+            .inspect_err(|_| self.note_unwritten(name))
     }
 
     /// Notes a write of `name`'s cursor file, made now with the cursor as it is.
